@@ -1,0 +1,445 @@
+"""Run configuration: typed dataclasses loaded from YAML and `--set` overrides.
+
+A config file has two top-level keys, `task` and (optionally) `run_name`, and
+three sections, `model`, `data` and `train`, each mapping onto a dataclass
+below. Defaults live in these dataclasses and nowhere else. Loading checks
+every key against the dataclass fields (unknown keys are rejected with a
+suggestion), converts values to the field types, checks ranges and
+combinations, and reports all problems at once, naming the file and key.
+
+    cfg = load_config("configs/smoke/sum.yaml", overrides=["train.lr=0.3"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .tasks import TASKS as _TASK_DEFS
+
+TASKS = tuple(_TASK_DEFS)
+TASK_INIT_WORDS = {name: t.init_words for name, t in _TASK_DEFS.items()}
+
+
+class PromptInit(str, enum.Enum):
+    """How the prompt vectors start (a str Enum, so YAML strings compare directly)."""
+
+    WORDS = "words"  # one vector per word of init_text: the mean of its sub-word embeddings
+    TEXT = "text"  # PEFT's TEXT init: init_text's tokens, truncated or repeated to prompt_length
+    VOCAB = "vocab"  # embeddings of seeded random vocabulary tokens
+    RANDOM = "random"  # seeded normal noise with the embedding matrix's standard deviation
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class Schedule(str, enum.Enum):
+    CONSTANT = "constant"
+    LINEAR = "linear"  # linear warmup over warmup_steps, then linear decay to zero
+
+
+class NonFinite(str, enum.Enum):
+    STOP = "stop"  # stop the run, keeping the last good checkpoint
+    SKIP = "skip"  # drop the batch (no optimizer step) and count it
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = "gpt2"
+    """A Hub id, a local directory saved with save_pretrained, or `builtin:tiny-gpt2`."""
+    prompt_length: int = 4
+    """Number of trainable prompt vectors prepended to every input."""
+    init: PromptInit = PromptInit.WORDS
+    """words | text | vocab | random (see PromptInit)."""
+    init_text: str | None = None
+    """Text for the words/text inits; defaults to the task's init words."""
+    keep_dropout: bool = False
+    """Keep the frozen model's dropout active while training (off by default)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of the model, for exact reproduction."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with a Hub model. Only for models whose code you have read."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.prompt_length < 1:
+            out.append(f"model.prompt_length must be at least 1, got {self.prompt_length}")
+        if not self.name_or_path.strip():
+            out.append("model.name_or_path must not be empty")
+        if self.init in (PromptInit.WORDS, PromptInit.TEXT) and self.init_text is not None and not self.init_text.split():
+            out.append(f"model.init_text must hold at least one word for init '{self.init.value}'")
+        if (
+            self.init is PromptInit.WORDS
+            and self.init_text is not None
+            and self.init_text.split()
+            and len(self.init_text.split()) != self.prompt_length
+        ):
+            n = len(self.init_text.split())
+            out.append(
+                f"model.init_text has {n} word(s) but model.prompt_length is {self.prompt_length}: "
+                f"init 'words' makes one prompt vector per word, so give {self.prompt_length} words "
+                "or change prompt_length (init 'text' repeats or truncates tokens instead)"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str | None = None
+    """Hub dataset id; defaults to the task's dataset. Ignored when `files` is set."""
+    dataset_config: str | None = None
+    """Hub dataset configuration name (e.g. 3.0.0); defaults to the task's."""
+    revision: str | None = None
+    """Hub revision of the dataset."""
+    files: dict[str, str] | None = None
+    """Local JSON Lines files per split, in the Hub schema, relative to the config file."""
+    max_train_examples: int | None = None
+    """Use the first N training examples (None: all)."""
+    max_eval_examples: int | None = None
+    """Use the first N validation/test examples (None: all)."""
+    max_source_tokens: int | None = None
+    """Source token budget; None: the context window minus the prompt and max_target_tokens."""
+    max_target_tokens: int = 128
+    """Longest target in tokens, EOS included; longer targets are cut (counted in the log)."""
+    carve_validation: int = 2000
+    """Examples carved from train for validation when the dataset has no such split (Europarl)."""
+    carve_test: int = 2000
+    """Examples carved from train for test when the dataset has no such split."""
+    carve_seed: int = 1234
+    """Seed of the carve, fixed separately from train.seed so splits never move."""
+    group_by_length: bool = False
+    """Training batches of similar lengths (order still seeded); evaluation always sorts by length."""
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("max_train_examples", "max_eval_examples", "max_source_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                out.append(f"data.{name} must be at least 1 (or null for no limit), got {value}")
+        if self.max_target_tokens < 2:
+            out.append(f"data.max_target_tokens must be at least 2 (one token and EOS), got {self.max_target_tokens}")
+        for name in ("carve_validation", "carve_test"):
+            if getattr(self, name) < 1:
+                out.append(f"data.{name} must be at least 1, got {getattr(self, name)}")
+        if self.files is not None:
+            if not self.files:
+                out.append("data.files must name at least a train file")
+            for split in self.files:
+                if split not in ("train", "validation", "test"):
+                    out.append(f"data.files has split '{split}'; splits are train, validation and test")
+        return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 5e-5
+    """AdamW learning rate (the reference setup's; prompt-tuning papers use 1e-3 to 0.3)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay; 0 because decay only pulls the prompt towards zero."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    batch_size: int = 2
+    """Examples per micro-batch."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step."""
+    max_grad_norm: float | None = 1.0
+    """Clip the prompt's gradient norm to this (null: no clipping)."""
+    epochs: int = 10
+    save_every: int = 3
+    """Checkpoint every N epochs, and always after the last."""
+    log_every: int = 500
+    """Print a step line every N micro-batches within an epoch."""
+    eval_batch_size: int = 8
+    seed: int = 42
+    schedule: Schedule = Schedule.CONSTANT
+    warmup_steps: int = 0
+    device: str = "auto"
+    """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
+    precision: Precision = Precision.FP32
+    """fp32 | bf16 | fp16: autocast dtype of the frozen model; the prompt stays fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more time."""
+    on_nonfinite: NonFinite = NonFinite.STOP
+    """What a NaN/inf loss does: stop the run, or skip the batch."""
+    output_dir: str = "checkpoints"
+    """Where run directories go (relative paths: to the working directory unless set in a config)."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.lr > 0:
+            out.append(f"train.lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            out.append(f"train.weight_decay must not be negative, got {self.weight_decay}")
+        if not all(0 <= b < 1 for b in self.betas):
+            out.append(f"train.betas must both lie in [0, 1), got {list(self.betas)}")
+        if not self.eps > 0:
+            out.append(f"train.eps must be positive, got {self.eps}")
+        for name in ("batch_size", "grad_accum_steps", "epochs", "save_every", "log_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                out.append(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            out.append(f"train.max_grad_norm must be positive (or null for no clipping), got {self.max_grad_norm}")
+        if self.warmup_steps < 0:
+            out.append(f"train.warmup_steps must not be negative, got {self.warmup_steps}")
+        if self.warmup_steps and self.schedule is Schedule.CONSTANT:
+            out.append("train.warmup_steps is set but train.schedule is 'constant'; use schedule 'linear'")
+        if self.device not in ("auto", "cpu", "cuda") and not (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        ):
+            out.append(f"train.device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        if self.precision is Precision.FP16 and self.device == "cpu":
+            out.append("train.precision fp16 needs a GPU; on CPU use bf16 or fp32")
+        return out
+
+
+@dataclass(frozen=True)
+class Config:
+    task: str
+    """qna | sum | tx."""
+    run_name: str = ""
+    """Checkpoints go to <train.output_dir>/<run_name>/; default: the config's path below configs/."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str = ""
+    """The file this config was loaded from (set by the loader)."""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.train.output_dir) / self.run_name
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+# ---------------------------------------------------------------- loading
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+_TOP_KEYS = {"task", "run_name", *_SECTIONS}
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config, apply `section.key=value` overrides, validate it all."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid UTF-8 text (byte {err.start})") from err
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from err
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values, got {type(raw).__name__}")
+    raw = _apply_overrides(raw, overrides or [], path)
+    return config_from_dict(raw, source=path)
+
+
+def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") -> Config:
+    """Build and validate a Config from plain data, reporting every problem at once."""
+    source = Path(source)
+    problems: list[str] = []
+    problems += _unknown_keys(raw, _TOP_KEYS, "")
+    if "task" not in raw:
+        problems.append(f"task is required (one of {', '.join(TASKS)})")
+    elif raw["task"] not in TASKS:
+        problems.append(f"task must be one of {', '.join(TASKS)}, got '{raw['task']}'{_suggest(str(raw['task']), TASKS)}")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        value = raw.get(name) or {}
+        if not isinstance(value, dict):
+            problems.append(f"{name} must be a mapping of keys to values, got {type(value).__name__}")
+            continue
+        kwargs, section_problems = _convert_fields(cls, value, name)
+        problems += section_problems
+        if name == "model" and kwargs.get("init_text") is None and raw.get("task") in TASKS:
+            kwargs["init_text"] = TASK_INIT_WORDS[raw["task"]]
+        if name == "data" and kwargs.get("files"):
+            kwargs["files"] = {k: str(_relative_to(source, v)) for k, v in kwargs["files"].items()}
+        if name == "train" and "output_dir" in kwargs:
+            kwargs["output_dir"] = str(_relative_to(source, kwargs["output_dir"]))
+        # Fields that failed to convert are left out (defaulted) so range checks still report the rest.
+        section = cls(**kwargs)
+        problems += section.problems()
+        sections[name] = section
+    run_name = raw.get("run_name")
+    if run_name is not None and (not isinstance(run_name, str) or not run_name or "/" in run_name or run_name in (".", "..")):
+        problems.append(f"run_name must be a non-empty name without '/', got {run_name!r}")
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{source}: {len(problems)} problem(s) in the config:\n{listing}")
+    return Config(
+        task=raw["task"],
+        run_name=run_name or default_run_name(source),
+        source=str(source),
+        **sections,
+    )
+
+
+def default_run_name(path: Path) -> str:
+    """`configs/smoke/sum.yaml` -> `smoke-sum`; a file outside configs/ -> its stem."""
+    parts = list(path.with_suffix("").parts)
+    if "configs" in parts:
+        parts = parts[len(parts) - parts[::-1].index("configs"):]
+    else:
+        parts = parts[-1:]
+    return "-".join(parts) or "run"
+
+
+def _relative_to(config_path: Path, value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() or str(config_path) == "<dict>" else config_path.parent / p
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: list[str], path: Path) -> dict[str, Any]:
+    """Apply `section.key=value` strings; values are parsed as YAML scalars, then typed."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.lr=0.3")
+        key, text = item.split("=", 1)
+        keys = key.strip().split(".")
+        if len(keys) == 1 and keys[0] in ("task", "run_name"):
+            raw[keys[0]] = text
+            continue
+        if len(keys) != 2 or keys[0] not in _SECTIONS:
+            raise ConfigError(
+                f"--set {item!r}: unknown key '{key}'; keys are task, run_name or section.field "
+                f"with section one of {', '.join(_SECTIONS)}"
+            )
+        section, name = keys
+        names = [f.name for f in dataclasses.fields(_SECTIONS[section])]
+        if name not in names:
+            raise ConfigError(f"--set {item!r}: {section} has no key '{name}'{_suggest(name, names)}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        if _field_type(_SECTIONS[section], name) is str and value is not None:
+            value = text  # keep strings verbatim ("--set model.init_text=1 2 3 4")
+        if not isinstance(raw.get(section), dict):
+            raw[section] = {}
+        raw[section][name] = value
+    return raw
+
+
+def _unknown_keys(given: dict[str, Any], known, prefix: str) -> list[str]:
+    return [
+        f"unknown key '{prefix}{k}'{_suggest(str(k), known)}"
+        for k in given
+        if k not in known
+    ]
+
+
+def _suggest(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _field_type(cls, name: str):
+    hints = typing.get_type_hints(cls)
+    tp = hints[name]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if _is_union(tp) and len(args) == 1:
+        return args[0]
+    return tp
+
+
+def _is_union(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _convert_fields(cls, values: dict[str, Any], section: str) -> tuple[dict[str, Any], list[str]]:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    problems = _unknown_keys(values, names, f"{section}.")
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in hints:
+            continue
+        try:
+            out[name] = _convert(value, hints[name])
+        except (TypeError, ValueError) as err:
+            problems.append(f"{section}.{name}: {err}")
+    return out, problems
+
+
+def _convert(value: Any, tp) -> Any:
+    """Convert a YAML value to a field type, or raise with a sentence saying why not."""
+    if _is_union(tp):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0])
+    if value is None:
+        raise TypeError("must be set (null is not allowed here)")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        choices = [m.value for m in tp]
+        if isinstance(value, str) and value in choices:
+            return tp(value)
+        raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}{_suggest(str(value), choices)}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(f"must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError(f"must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 5e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise TypeError(f"must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError(f"must be a string, got {value!r}")
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise TypeError(f"must be a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a) for v, a in zip(value, args))
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise TypeError(f"must be a mapping, got {value!r}")
+        return {_convert(k, key_tp): _convert(v, value_tp) for k, v in value.items()}
+    raise TypeError(f"unsupported field type {tp}")  # a programming error, not a user one
+
+
+def _plain(obj: Any) -> Any:
+    """Enums to their values, tuples to lists: what JSON and YAML can hold."""
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,246 @@
+"""Datasets for the three tasks: loading, checking, tokenising, batching.
+
+Hub datasets and local JSON Lines files (same schema) both load through
+`datasets.load_dataset`; local files are read once beforehand so a bad line is
+reported with its file and line number. Tokenisation runs in `datasets.map`
+(cached on disk) and produces, per example:
+
+    source_ids  [S]  head + body (cut to the budget) + tail, S <= source budget
+    target_ids  [T]  target tokens + EOS, T <= data.max_target_tokens
+
+Batches are padded to their longest row only. Training rows are right-padded
+(source, target, pads) with labels -100 everywhere but the target; generation
+rows are left-padded sources.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .config import Config
+from .errors import SoftPromptError
+from .hub import offline_message
+from .tasks import Task, get_task, record_problem
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class TaskData:
+    """Tokenised splits (datasets.Dataset each) and what tokenisation cut."""
+
+    splits: dict[str, Any]
+    source_budget: int
+    truncated_sources: dict[str, int]
+    truncated_targets: dict[str, int]
+
+
+def source_budget(cfg: Config, window: int) -> int:
+    """Source tokens allowed so that prompt + source + target fits the context window."""
+    free = window - cfg.model.prompt_length - cfg.data.max_target_tokens
+    if cfg.data.max_source_tokens is None:
+        if free < 8:
+            raise SoftPromptError(
+                f"{cfg.source}: model.prompt_length ({cfg.model.prompt_length}) + data.max_target_tokens "
+                f"({cfg.data.max_target_tokens}) leave {free} source tokens in the {window}-token context window"
+            )
+        return free
+    if cfg.data.max_source_tokens > free:
+        raise SoftPromptError(
+            f"{cfg.source}: model.prompt_length + data.max_source_tokens + data.max_target_tokens = "
+            f"{cfg.model.prompt_length + cfg.data.max_source_tokens + cfg.data.max_target_tokens}, "
+            f"more than the model's {window}-token context window"
+        )
+    return cfg.data.max_source_tokens
+
+
+def check_jsonl(path: Path, task: Task) -> int:
+    """Read a local JSON Lines file once, raising on the first bad line; returns the record count."""
+    if not path.is_file():
+        raise SoftPromptError(f"data file not found: {path}")
+    count = 0
+    try:
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise SoftPromptError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from err
+                problem = record_problem(task, record)
+                if problem:
+                    raise SoftPromptError(f"{path}, line {lineno}: {problem} for task '{task.name}'")
+                count += 1
+    except UnicodeDecodeError as err:
+        raise SoftPromptError(f"{path}: not UTF-8 text (invalid byte at offset {err.start})") from err
+    if count == 0:
+        raise SoftPromptError(f"{path}: the file holds no records")
+    return count
+
+
+def load_raw(cfg: Config, splits: tuple[str, ...]) -> dict[str, Any]:
+    """The requested splits as datasets.Dataset, with carving and subsets applied."""
+    import datasets
+
+    task = get_task(cfg.task)
+    if cfg.data.files:
+        files = {split: Path(p) for split, p in cfg.data.files.items()}
+        if "train" not in files:
+            raise SoftPromptError(f"{cfg.source}: data.files must include a train file")
+        for path in files.values():
+            check_jsonl(path, task)
+        dd = datasets.load_dataset("json", data_files={k: str(v) for k, v in files.items()})
+    else:
+        name = cfg.data.dataset or task.dataset
+        config_name = cfg.data.dataset_config or task.dataset_config
+        try:
+            dd = datasets.load_dataset(name, config_name, revision=cfg.data.revision)
+        except Exception as err:  # datasets raises many types for an unreachable Hub
+            if isinstance(err, (KeyboardInterrupt, MemoryError)):
+                raise
+            raise SoftPromptError(
+                offline_message("dataset", name, err).replace(
+                    "configs/smoke/*.yaml (model.name_or_path: builtin:tiny-gpt2)",
+                    "local JSON Lines files (data.files) as in configs/smoke/*.yaml",
+                )
+            ) from err
+    dd = dict(dd)
+    missing = [s for s in ("validation", "test") if s not in dd]
+    if missing and any(s in splits for s in missing):
+        dd.update(_carve(dd["train"], cfg, missing))
+    out = {}
+    for split in splits:
+        if split not in dd:
+            raise SoftPromptError(f"the {task.name} dataset has no '{split}' split (it has {', '.join(dd)})")
+        ds = dd[split]
+        limit = cfg.data.max_train_examples if split == "train" else cfg.data.max_eval_examples
+        if limit is not None and limit < len(ds):
+            ds = ds.select(range(limit))
+        out[split] = ds
+    return out
+
+
+def _carve(train, cfg: Config, missing: list[str]) -> dict[str, Any]:
+    """Seeded, fixed validation/test splits carved from train (Europarl has only train).
+
+    The carved examples are removed from train, so no example is trained and scored.
+    """
+    sizes = {"validation": cfg.data.carve_validation, "test": cfg.data.carve_test}
+    held = sum(sizes[s] for s in missing)
+    if held >= len(train):
+        raise SoftPromptError(
+            f"{cfg.source}: cannot carve {held} validation/test examples out of {len(train)} training examples; "
+            "lower data.carve_validation / data.carve_test"
+        )
+    parts = train.train_test_split(test_size=held, seed=cfg.data.carve_seed, shuffle=True)
+    out, start = {"train": parts["train"]}, 0
+    for split in missing:
+        out[split] = parts["test"].select(range(start, start + sizes[split]))
+        start += sizes[split]
+    return out
+
+
+def encode_example(record: dict[str, Any], task: Task, tokenizer, budget: int, max_target: int) -> dict[str, Any]:
+    head, body, tail = task.pieces(record)
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    head_ids, body_ids, tail_ids = ids(head), ids(body), ids(tail)
+    room = budget - len(head_ids) - len(tail_ids)
+    source = head_ids + body_ids[: max(room, 0)] + tail_ids
+    cut = len(source) > budget or room < len(body_ids)
+    source = source[-budget:]  # only when head + tail alone overflow: keep the question end
+    target = ids(task.target(record))
+    target_cut = len(target) > max_target - 1
+    target = target[: max_target - 1] + [tokenizer.eos_token_id]
+    return {"source_ids": source, "target_ids": target, "source_cut": cut, "target_cut": target_cut}
+
+
+def load_task_data(cfg: Config, tokenizer, window: int, splits: tuple[str, ...] = ("train", "validation")) -> TaskData:
+    task = get_task(cfg.task)
+    budget = source_budget(cfg, window)
+    raw = load_raw(cfg, splits)
+    out, cut_src, cut_tgt = {}, {}, {}
+    for split, ds in raw.items():
+        encoded = ds.map(
+            lambda r: encode_example(r, task, tokenizer, budget, cfg.data.max_target_tokens),
+            desc=f"tokenising {split}",
+        )
+        out[split] = encoded.with_format(None)
+        cut_src[split] = int(sum(encoded["source_cut"]))
+        cut_tgt[split] = int(sum(encoded["target_cut"]))
+    return TaskData(out, budget, cut_src, cut_tgt)
+
+
+# ---------------------------------------------------------------- batches
+
+
+def batch_order(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = False
+) -> list[list[int]]:
+    """Index batches for one epoch: a seeded shuffle, optionally grouped by length.
+
+    The order depends only on (seed, epoch), so a resumed run replays it exactly.
+    Grouping sorts each window of 50 batches by length (less padding) and then
+    shuffles the batches, so lengths still mix across the epoch.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(len(lengths), generator=gen).tolist()
+    if not group_by_length:
+        return [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(perm), window):
+        chunk = sorted(perm[start : start + window], key=lambda i: -lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    shuffled = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in shuffled]
+
+
+def training_batch(rows: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded (source + target) with labels on the target only.
+
+    The label mask comes from lengths: with pad = EOS, masking `input_ids ==
+    pad` would also hide the target's own EOS.
+    """
+    seqs = [r["source_ids"] + r["target_ids"] for r in rows]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, s) in enumerate(zip(rows, seqs)):
+        n_src = len(r["source_ids"])
+        input_ids[i, : len(s)] = torch.tensor(s)
+        labels[i, n_src : len(s)] = torch.tensor(r["target_ids"])
+        mask[i, : len(s)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def generation_batch(sources: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded sources, ready for SoftPromptModel.generate."""
+    width = max(len(s) for s in sources)
+    input_ids = torch.full((len(sources), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sources), width), dtype=torch.long)
+    for i, s in enumerate(sources):
+        if s:
+            input_ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def iter_batches(ds, batches: list[list[int]], pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
+    for idx in batches:
+        cols = ds[idx]  # one Arrow read per batch
+        rows = [{"source_ids": s, "target_ids": t} for s, t in zip(cols["source_ids"], cols["target_ids"])]
+        yield training_batch(rows, pad_id)
+
+
+def lengths_of(ds) -> list[int]:
+    return [len(s) + len(t) for s, t in zip(ds["source_ids"], ds["target_ids"])]

@@ -1,0 +1,125 @@
+"""The three tasks: where their data lives and how an example becomes text.
+
+Each task turns a dataset record into three source pieces and a target:
+
+    head + body + tail  ->  target
+
+`body` is the long part (the SQuAD context, the article, the Bulgarian
+sentence) and the only one cut when the source exceeds its token budget, so a
+question is never truncated. The model reads the source after the soft prompt
+and learns to continue it with the target, which ends with EOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    dataset: str
+    dataset_config: str | None
+    eval_split: str
+    """The split evaluate.py scores by default (SQuAD has no test split)."""
+    init_words: str
+    required: tuple[str, ...]
+    """Fields every record must carry (checked at load, with the file and line)."""
+    pieces: Callable[[dict[str, Any]], tuple[str, str, str]]
+    """record -> (head, body, tail) of the source."""
+    target: Callable[[dict[str, Any]], str]
+    """record -> the training target (without EOS)."""
+    references: Callable[[dict[str, Any]], list[str]]
+    """record -> the reference(s) a prediction is scored against."""
+    stop_at_newline: bool
+    """Cut predictions at the first newline (not for summaries, whose sentences are newline-separated)."""
+    max_new_tokens: int
+    """Default generation length at evaluation."""
+
+
+def _qna_pieces(r: dict[str, Any]) -> tuple[str, str, str]:
+    return "Context: ", r["context"].strip(), f"\nQuestion: {r['question'].strip()}\nAnswer:"
+
+
+def _qna_target(r: dict[str, Any]) -> str:
+    return " " + r["answers"]["text"][0].strip()
+
+
+def _sum_pieces(r: dict[str, Any]) -> tuple[str, str, str]:
+    return "Article: ", r["article"].strip(), "\nSummary:"
+
+
+def _tx_pieces(r: dict[str, Any]) -> tuple[str, str, str]:
+    return "Bulgarian: ", r["translation"]["bg"].strip(), "\nEnglish:"
+
+
+TASKS: dict[str, Task] = {
+    "qna": Task(
+        name="qna",
+        dataset="rajpurkar/squad",
+        dataset_config=None,
+        eval_split="validation",
+        init_words="question answer help result",
+        required=("context", "question", "answers.text"),
+        pieces=_qna_pieces,
+        target=_qna_target,
+        references=lambda r: [a.strip() for a in r["answers"]["text"]],
+        stop_at_newline=True,
+        max_new_tokens=24,
+    ),
+    "sum": Task(
+        name="sum",
+        dataset="abisee/cnn_dailymail",
+        dataset_config="3.0.0",
+        eval_split="test",
+        init_words="summarize shorten distill short",
+        required=("article", "highlights"),
+        pieces=_sum_pieces,
+        target=lambda r: " " + r["highlights"].strip(),
+        references=lambda r: [r["highlights"].strip()],
+        stop_at_newline=False,
+        max_new_tokens=100,
+    ),
+    "tx": Task(
+        name="tx",
+        dataset="Helsinki-NLP/europarl",
+        dataset_config="bg-en",
+        eval_split="test",
+        init_words="bulgarian english translation translate_bg_en",
+        required=("translation.bg", "translation.en"),
+        pieces=_tx_pieces,
+        target=lambda r: " " + r["translation"]["en"].strip(),
+        references=lambda r: [r["translation"]["en"].strip()],
+        stop_at_newline=True,
+        max_new_tokens=96,
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task '{name}'; tasks are {', '.join(TASKS)}") from None
+
+
+def record_problem(task: Task, record: Any) -> str | None:
+    """Why a record cannot be used for this task, or None if it can."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    for dotted in task.required:
+        value: Any = record
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return f"missing field '{dotted}'"
+            value = value[part]
+        if isinstance(value, list):
+            if not value or not all(isinstance(v, str) for v in value):
+                return f"field '{dotted}' must be a non-empty list of strings"
+            value = value[0]
+        if not isinstance(value, str):
+            return f"field '{dotted}' must be a string, got {type(value).__name__}"
+    if not task.target(record).strip():
+        return "empty target text"
+    return None

@@ -1,0 +1,259 @@
+"""Train a soft prompt on a frozen causal LM: one AdamW loop, read top to bottom.
+
+    python scripts/train.py --config configs/smoke/sum.yaml
+
+Per epoch: a seeded batch order; per micro-batch: forward, backward; per
+optimizer step: learning rate, clip, step; step lines every `log_every`
+micro-batches; at the end of the epoch: average train and validation loss,
+and a checkpoint every `save_every` epochs and after the last. Log lines go to
+stdout in the reference format and, as JSON, to <run>/log.jsonl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from . import __version__
+from .checkpoint import LATEST, checkpoints, find_resume_checkpoint, load_trainer_state, save_checkpoint
+from .config import Config, NonFinite, Precision, Schedule
+from .data import batch_order, iter_batches, lengths_of, load_task_data
+from .errors import SoftPromptError
+from .hub import context_window
+from .model import SoftPromptModel, build_model
+
+LOG_FILE = "log.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SoftPromptError(f"train.device is '{name}' but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: Precision):
+    """bf16/fp16 autocast for the frozen model's matmuls; fp32 runs unchanged."""
+    if precision is Precision.FP32:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision is Precision.BF16 else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def lr_at(step: int, cfg: Config, total_steps: int) -> float:
+    t = cfg.train
+    if t.schedule is Schedule.CONSTANT:
+        return t.lr
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    return t.lr * max(0.0, (total_steps - step) / max(1, total_steps - t.warmup_steps))
+
+
+@torch.no_grad()
+def mean_loss(model: SoftPromptModel, ds, cfg: Config, device: torch.device, pad_id: int) -> float:
+    """Mean of batch losses over a split in a fixed order (the reference's 'Average val loss')."""
+    was_training = model.training
+    model.eval()
+    order = list(range(len(ds)))
+    batches = [order[i : i + cfg.train.eval_batch_size] for i in range(0, len(order), cfg.train.eval_batch_size)]
+    total = torch.zeros((), device=device)
+    for batch in iter_batches(ds, batches, pad_id):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, cfg.train.precision):
+            total += model(**batch).loss.float()
+    model.train(was_training)
+    return (total / max(1, len(batches))).item()
+
+
+def prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path:
+    """Create the run folder; refuse to clobber an earlier run unless told to."""
+    run_dir = cfg.run_dir
+    existing = checkpoints(run_dir) + [p for p in (run_dir / LOG_FILE, run_dir / LATEST) if p.exists()]
+    if existing and not (resume or overwrite):
+        raise SoftPromptError(
+            f"{run_dir} already holds a run; continue it with --resume, or start afresh with --overwrite "
+            "(which deletes its checkpoints)"
+        )
+    if overwrite and not resume:
+        for p in existing:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise SoftPromptError(f"cannot write to the run directory {run_dir} ({err.strerror})") from err
+    return run_dir
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b and key != "source":
+            out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
+    return out
+
+
+def _truncate_log(path: Path, epochs_done: int) -> None:
+    """Drop log records the crashed run wrote after the checkpoint we resume from."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the crash
+        limit = epochs_done if rec.get("type") == "epoch" else epochs_done - 1
+        if rec.get("epoch", 0) <= limit:
+            keep.append(line)
+    path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+
+
+def train(
+    cfg: Config,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Train the prompt described by `cfg`; returns the run directory."""
+    warn = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    run_dir = prepare_run_dir(cfg, resume, overwrite)
+    device = pick_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+
+    model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
+    model.to(device)
+    if cfg.train.gradient_checkpointing:
+        model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    pad_id = tokenizer.pad_token_id
+    data = load_task_data(cfg, tokenizer, context_window(model.base))
+    train_ds, val_ds = data.splits["train"], data.splits["validation"]
+    for split in data.splits:
+        if data.truncated_sources[split] or data.truncated_targets[split]:
+            warn(
+                f"note: {split}: {data.truncated_sources[split]} source(s) cut to {data.source_budget} tokens, "
+                f"{data.truncated_targets[split]} target(s) cut to {cfg.data.max_target_tokens} tokens"
+            )
+
+    optimizer = torch.optim.AdamW(
+        [model.prompt], lr=cfg.train.lr, betas=cfg.train.betas, eps=cfg.train.eps, weight_decay=cfg.train.weight_decay
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision is Precision.FP16)
+    lengths = lengths_of(train_ds)
+    n_batches = math.ceil(len(train_ds) / cfg.train.batch_size)
+    accum = cfg.train.grad_accum_steps
+    total_steps = math.ceil(n_batches / accum) * cfg.train.epochs
+
+    start_epoch, global_step = 0, 0
+    log_path = run_dir / LOG_FILE
+    if resume:
+        ckpt = find_resume_checkpoint(run_dir, warn)
+        if ckpt is None:
+            raise SoftPromptError(f"--resume: no usable checkpoint in {run_dir}; start the run without --resume")
+        meta = load_trainer_state(ckpt, model, optimizer)
+        start_epoch, global_step = meta["epoch"], meta["global_step"]
+        for diff in config_differences(meta.get("config", {}), cfg.to_dict()):
+            warn(f"warning: config differs from the checkpoint ({diff}); the current config is used")
+        _truncate_log(log_path, start_epoch)
+        echo(f"Resuming from {ckpt} (epoch {start_epoch}, step {global_step})")
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    prompt_meta = {
+        "task": cfg.task,
+        "init": cfg.model.init.value,
+        "init_text": cfg.model.init_text,
+        "softprompt_version": __version__,
+    }
+
+    def log(record: dict[str, Any]) -> None:
+        with log_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        model.train()
+        skipped = 0
+        batches = batch_order(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.data.group_by_length)
+        # Losses are summed on the device; .item() (a host sync) only when a line is printed.
+        epoch_sum = torch.zeros((), device=device)
+        window_sum = torch.zeros((), device=device)
+        window_n = 0
+        bar = tqdm(
+            total=len(batches), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
+            disable=True if quiet else None,
+        )
+        for i, batch in enumerate(iter_batches(train_ds, batches, pad_id)):
+            group_start = (i // accum) * accum
+            group_size = min(accum, len(batches) - group_start)
+            lr = lr_at(global_step, cfg, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast(device, cfg.train.precision):
+                loss = model(**batch).loss
+            if not torch.isfinite(loss):  # one sync per micro-batch; negligible beside the forward pass
+                where = f"epoch {epoch + 1}, step {i + 1} (global step {global_step})"
+                if cfg.train.on_nonfinite is NonFinite.STOP:
+                    raise SoftPromptError(
+                        f"the loss became {loss.item()} at {where}; the run stopped and its last checkpoint "
+                        "is kept. Lower train.lr, or set train.on_nonfinite: skip"
+                    )
+                skipped += 1
+                warn(f"warning: non-finite loss at {where}; batch skipped ({skipped} so far)")
+                optimizer.zero_grad(set_to_none=True)
+                bar.update()
+                continue
+            scaler.scale(loss / group_size).backward()
+
+            if i + 1 == group_start + group_size:
+                if cfg.train.max_grad_norm is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_([model.prompt], cfg.train.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)  # free the gradient as soon as we can
+                global_step += 1
+
+            epoch_sum += loss.detach().float()
+            window_sum += loss.detach().float()
+            window_n += 1
+            bar.update()
+            if (i + 1) % cfg.train.log_every == 0:
+                step_loss = (window_sum / window_n).item()
+                echo(f"Epoch: {epoch} | Step: {i + 1} | Loss: {step_loss:.6f}")
+                log({"type": "step", "epoch": epoch, "step": i + 1, "global_step": global_step, "loss": step_loss, "lr": lr})
+                window_sum.zero_()
+                window_n = 0
+        bar.close()
+
+        train_loss = (epoch_sum / max(1, len(batches) - skipped)).item()
+        val_loss = mean_loss(model, val_ds, cfg, device, pad_id)
+        echo(f"Epoch: {epoch + 1} | Average train loss: {train_loss:.6f}")
+        echo(f"Epoch: {epoch + 1} | Average val loss: {val_loss:.6f}")
+        log({"type": "epoch", "epoch": epoch + 1, "global_step": global_step, "train_loss": train_loss,
+             "val_loss": val_loss, "time": time.time()})
+
+        if (epoch + 1) % cfg.train.save_every == 0 or epoch + 1 == cfg.train.epochs:
+            path = save_checkpoint(
+                run_dir, epoch + 1, global_step, model, optimizer, cfg.to_dict(), prompt_meta,
+                extra={"train_loss": train_loss, "val_loss": val_loss, "softprompt_version": __version__},
+            )
+            echo(f"Saved checkpoint {path}")
+    return run_dir

@@ -1,0 +1,41 @@
+"""Shared fixtures. Everything runs offline: no Hub access, caches in a temporary folder."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory):
+    """The built-in model and datasets' map cache live in a per-session temporary folder."""
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["SOFTPROMPT_CACHE"] = str(cache / "softprompt")
+    os.environ["HF_DATASETS_CACHE"] = str(cache / "datasets")
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(base model, tokenizer) of builtin:tiny-gpt2, loaded once per session."""
+    from softprompt.config import ModelConfig
+    from softprompt.hub import load_base
+
+    return load_base(ModelConfig(name_or_path="builtin:tiny-gpt2"))
+
+
+def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
+    """Run scripts/<script> in a subprocess; returns CompletedProcess with text output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
