@@ -22,10 +22,13 @@ from typing import Any, Callable
 
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import __version__
-from .checkpoint import LATEST, checkpoints, find_resume_checkpoint, load_trainer_state, save_checkpoint
+from . import __version__, distributed
+from .checkpoint import (
+    LATEST, checkpoints, crash_point, find_resume_checkpoint, load_trainer_state, save_checkpoint, write_text_atomic,
+)
 from .config import Config, NonFinite, Precision, Schedule
 from .data import batch_order, iter_batches, lengths_of, load_task_data
 from .errors import SoftPromptError
@@ -62,19 +65,23 @@ def lr_at(step: int, cfg: Config, total_steps: int) -> float:
 
 
 @torch.no_grad()
-def mean_loss(model: SoftPromptModel, ds, cfg: Config, device: torch.device, pad_id: int) -> float:
-    """Mean of batch losses over a split in a fixed order (the reference's 'Average val loss')."""
+def mean_loss(model: SoftPromptModel, ds, cfg: Config, device: torch.device, pad_id: int, d=distributed.Dist()) -> float:
+    """Mean of batch losses over a split in a fixed order (the reference's 'Average val loss').
+
+    Under torchrun each rank scores every world-th batch and the sums are added up.
+    """
     was_training = model.training
     model.eval()
+    crash_point("eval")  # test hook (SOFTPROMPT_TEST_CRASH); a no-op otherwise
     order = list(range(len(ds)))
     batches = [order[i : i + cfg.train.eval_batch_size] for i in range(0, len(order), cfg.train.eval_batch_size)]
     total = torch.zeros((), device=device)
-    for batch in iter_batches(ds, batches, pad_id):
+    for batch in iter_batches(ds, batches[d.rank :: d.world], pad_id):
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, cfg.train.precision):
             total += model(**batch).loss.float()
     model.train(was_training)
-    return (total / max(1, len(batches))).item()
+    return (distributed.all_sum(total, d) / max(1, len(batches))).item()
 
 
 def prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path:
@@ -123,7 +130,12 @@ def _truncate_log(path: Path, epochs_done: int) -> None:
         limit = epochs_done if rec.get("type") == "epoch" else epochs_done - 1
         if rec.get("epoch", 0) <= limit:
             keep.append(line)
-    path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+    write_text_atomic(path, "".join(k + "\n" for k in keep))
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Each epoch (and rank) reseeds torch, so a resumed run draws the same dropout masks."""
+    return seed * 1_000_003 + epoch * 1_009 + rank
 
 
 def train(
@@ -133,18 +145,30 @@ def train(
     quiet: bool = False,
     echo: Callable[[str], None] = print,
 ) -> Path:
-    """Train the prompt described by `cfg`; returns the run directory."""
-    warn = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    run_dir = prepare_run_dir(cfg, resume, overwrite)
-    device = pick_device(cfg.train.device)
-    torch.manual_seed(cfg.train.seed)
+    """Train the prompt described by `cfg`; returns the run directory.
 
-    model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
+    Under torchrun every rank runs this function; rank 0 alone talks and writes.
+    """
+    d, device_name = distributed.init(cfg.train.device)
+    try:
+        return _train(cfg, d, device_name, resume, overwrite, quiet, echo)
+    finally:
+        distributed.shutdown(d)
+
+
+def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
+    say = echo if d.main else (lambda msg: None)
+    warn = (lambda msg: print(msg, file=sys.stderr, flush=True)) if d.main else (lambda msg: None)
+    with distributed.main_first(d):
+        run_dir = prepare_run_dir(cfg, resume, overwrite) if d.main else cfg.run_dir
+        device = pick_device(device_name)
+        torch.manual_seed(cfg.train.seed)
+        model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
+        data = load_task_data(cfg, tokenizer, context_window(model.base))
     model.to(device)
     if cfg.train.gradient_checkpointing:
         model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     pad_id = tokenizer.pad_token_id
-    data = load_task_data(cfg, tokenizer, context_window(model.base))
     train_ds, val_ds = data.splits["train"], data.splits["validation"]
     for split in data.splits:
         if data.truncated_sources[split] or data.truncated_targets[split]:
@@ -157,24 +181,31 @@ def train(
         [model.prompt], lr=cfg.train.lr, betas=cfg.train.betas, eps=cfg.train.eps, weight_decay=cfg.train.weight_decay
     )
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision is Precision.FP16)
+    forward = model
+    if d.enabled:  # averages the prompt's gradient over ranks in backward
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     lengths = lengths_of(train_ds)
-    n_batches = math.ceil(len(train_ds) / cfg.train.batch_size)
     accum = cfg.train.grad_accum_steps
-    total_steps = math.ceil(n_batches / accum) * cfg.train.epochs
+    micro_batches = math.ceil(len(train_ds) / cfg.train.batch_size)
+    steps_per_epoch = math.ceil(micro_batches / accum) if not d.enabled else micro_batches // (accum * d.world)
+    total_steps = steps_per_epoch * cfg.train.epochs
 
     start_epoch, global_step = 0, 0
     log_path = run_dir / LOG_FILE
     if resume:
         ckpt = find_resume_checkpoint(run_dir, warn)
-        if ckpt is None:
-            raise SoftPromptError(f"--resume: no usable checkpoint in {run_dir}; start the run without --resume")
-        meta = load_trainer_state(ckpt, model, optimizer)
-        start_epoch, global_step = meta["epoch"], meta["global_step"]
-        for diff in config_differences(meta.get("config", {}), cfg.to_dict()):
-            warn(f"warning: config differs from the checkpoint ({diff}); the current config is used")
-        _truncate_log(log_path, start_epoch)
-        echo(f"Resuming from {ckpt} (epoch {start_epoch}, step {global_step})")
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+        if ckpt is None:  # killed before its first checkpoint: nothing to continue, so start over
+            warn(f"note: --resume: no usable checkpoint in {run_dir}; starting from the beginning")
+        else:
+            meta = load_trainer_state(ckpt, model, optimizer)
+            start_epoch, global_step = meta["epoch"], meta["global_step"]
+            for diff in config_differences(meta.get("config", {}), cfg.to_dict()):
+                warn(f"warning: config differs from the checkpoint ({diff}); the current config is used")
+            say(f"Resuming from {ckpt} (epoch {start_epoch}, step {global_step})")
+        if d.main:
+            _truncate_log(log_path, start_epoch)
+    if d.main:
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
     prompt_meta = {
         "task": cfg.task,
         "init": cfg.model.init.value,
@@ -183,46 +214,61 @@ def train(
     }
 
     def log(record: dict[str, Any]) -> None:
-        with log_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if d.main:
+            with log_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def stop_if_nonfinite(first_bad: torch.Tensor, epoch: int) -> None:
+        bad_step = int(distributed.all_max(first_bad, d).item())
+        if bad_step > 0:
+            raise SoftPromptError(
+                f"the loss became NaN or infinite at micro-batch {bad_step} of epoch {epoch + 1}; the run stopped and "
+                "its last checkpoint is kept. Lower train.lr, or set train.on_nonfinite: skip"
+            )
 
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
-        skipped = 0
-        batches = batch_order(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.data.group_by_length)
+        torch.manual_seed(epoch_seed(cfg.train.seed, epoch, d.rank))
+        order = batch_order(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.data.group_by_length)
+        batches, dropped = distributed.shard(order, d, accum)
+        if dropped and epoch == start_epoch:
+            warn(f"note: {dropped} micro-batch(es) per epoch left out: they do not fill a global batch of "
+                 f"{d.world} ranks x {accum} accumulation steps")
         # Losses are summed on the device; .item() (a host sync) only when a line is printed.
         epoch_sum = torch.zeros((), device=device)
         window_sum = torch.zeros((), device=device)
-        window_n = 0
+        window_n, counted = 0, 0
+        first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step of the first NaN/inf
         bar = tqdm(
             total=len(batches), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
-            disable=True if quiet else None,
+            disable=True if (quiet or not d.main) else None,
         )
         for i, batch in enumerate(iter_batches(train_ds, batches, pad_id)):
             group_start = (i // accum) * accum
             group_size = min(accum, len(batches) - group_start)
+            last_of_group = i + 1 == group_start + group_size
             lr = lr_at(global_step, cfg, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast(device, cfg.train.precision):
-                loss = model(**batch).loss
-            if not torch.isfinite(loss):  # one sync per micro-batch; negligible beside the forward pass
-                where = f"epoch {epoch + 1}, step {i + 1} (global step {global_step})"
-                if cfg.train.on_nonfinite is NonFinite.STOP:
-                    raise SoftPromptError(
-                        f"the loss became {loss.item()} at {where}; the run stopped and its last checkpoint "
-                        "is kept. Lower train.lr, or set train.on_nonfinite: skip"
-                    )
-                skipped += 1
-                warn(f"warning: non-finite loss at {where}; batch skipped ({skipped} so far)")
-                optimizer.zero_grad(set_to_none=True)
-                bar.update()
-                continue
-            scaler.scale(loss / group_size).backward()
+            sync = forward.no_sync() if (d.enabled and not last_of_group) else contextlib.nullcontext()
+            with sync:
+                with autocast(device, cfg.train.precision):
+                    loss = forward(**batch).loss
+                finite = torch.isfinite(loss)
+                if cfg.train.on_nonfinite is NonFinite.SKIP:
+                    # Skipping must be decided now, which costs one host sync per micro-batch.
+                    if not bool(distributed.all_min(finite.long(), d).item()):
+                        warn(f"warning: non-finite loss at epoch {epoch + 1}, step {i + 1}; batch skipped")
+                        optimizer.zero_grad(set_to_none=True)
+                        bar.update()
+                        continue
+                else:
+                    first_bad = torch.where((first_bad == 0) & ~finite, torch.full_like(first_bad, i + 1), first_bad)
+                scaler.scale(loss / group_size).backward()
 
-            if i + 1 == group_start + group_size:
+            if last_of_group:
                 if cfg.train.max_grad_norm is not None:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_([model.prompt], cfg.train.max_grad_norm)
@@ -234,26 +280,31 @@ def train(
             epoch_sum += loss.detach().float()
             window_sum += loss.detach().float()
             window_n += 1
+            counted += 1
             bar.update()
             if (i + 1) % cfg.train.log_every == 0:
-                step_loss = (window_sum / window_n).item()
-                echo(f"Epoch: {epoch} | Step: {i + 1} | Loss: {step_loss:.6f}")
+                stop_if_nonfinite(first_bad, epoch)
+                step_loss = (distributed.all_sum(window_sum, d) / (window_n * d.world)).item()
+                say(f"Epoch: {epoch} | Step: {i + 1} | Loss: {step_loss:.6f}")
                 log({"type": "step", "epoch": epoch, "step": i + 1, "global_step": global_step, "loss": step_loss, "lr": lr})
                 window_sum.zero_()
                 window_n = 0
         bar.close()
+        stop_if_nonfinite(first_bad, epoch)
 
-        train_loss = (epoch_sum / max(1, len(batches) - skipped)).item()
-        val_loss = mean_loss(model, val_ds, cfg, device, pad_id)
-        echo(f"Epoch: {epoch + 1} | Average train loss: {train_loss:.6f}")
-        echo(f"Epoch: {epoch + 1} | Average val loss: {val_loss:.6f}")
+        train_loss = (distributed.all_sum(epoch_sum, d) / max(1, counted * d.world)).item()
+        val_loss = mean_loss(model, val_ds, cfg, device, pad_id, d)
+        say(f"Epoch: {epoch + 1} | Average train loss: {train_loss:.6f}")
+        say(f"Epoch: {epoch + 1} | Average val loss: {val_loss:.6f}")
         log({"type": "epoch", "epoch": epoch + 1, "global_step": global_step, "train_loss": train_loss,
              "val_loss": val_loss, "time": time.time()})
 
         if (epoch + 1) % cfg.train.save_every == 0 or epoch + 1 == cfg.train.epochs:
-            path = save_checkpoint(
-                run_dir, epoch + 1, global_step, model, optimizer, cfg.to_dict(), prompt_meta,
-                extra={"train_loss": train_loss, "val_loss": val_loss, "softprompt_version": __version__},
-            )
-            echo(f"Saved checkpoint {path}")
+            if d.main:
+                path = save_checkpoint(
+                    run_dir, epoch + 1, global_step, model, optimizer, cfg.to_dict(), prompt_meta,
+                    extra={"train_loss": train_loss, "val_loss": val_loss, "softprompt_version": __version__},
+                )
+                say(f"Saved checkpoint {path}")
+            distributed.barrier(d)
     return run_dir

@@ -1,0 +1,105 @@
+"""torch.distributed plumbing for `torchrun` (a no-op in a single process).
+
+    torchrun --nproc_per_node 4 scripts/train.py --config configs/sum.yaml
+
+Each rank takes its share of every global batch from the same seeded order
+(see `shard`), gradients are averaged by DistributedDataParallel, and only
+rank 0 prints, logs, draws progress bars and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init(device_name: str) -> tuple[Dist, str]:
+    """Join the process group if launched by torchrun; returns (Dist, device name for this rank)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), device_name
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device_name = f"cuda:{local_rank}"
+    else:
+        device_name = "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local_rank), device_name
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first(d: Dist):
+    """Rank 0 runs the block first (builds caches), the others after it, reading them."""
+    if not d.main:
+        barrier(d)
+    yield
+    if d.main:
+        barrier(d)
+
+
+def shard(batches: list[list[int]], d: Dist, accum: int) -> tuple[list[list[int]], int]:
+    """This rank's micro-batches: of each run of world × accum micro-batches, the rank's `accum`.
+
+    A single process with grad_accum_steps = world × accum steps over exactly
+    the same global batches. A last incomplete global batch is dropped (every
+    rank must take part in each gradient average); returns (micro-batches, dropped).
+    """
+    if not d.enabled:
+        return batches, 0
+    group = d.world * accum
+    usable = len(batches) // group * group
+    mine = [b for g in range(0, usable, group) for b in batches[g + d.rank * accum : g + (d.rank + 1) * accum]]
+    return mine, len(batches) - usable
+
+
+def all_sum(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.enabled:
+        value = value.clone()
+        dist.all_reduce(value)
+    return value
+
+
+def all_max(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.enabled:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value
+
+
+def all_min(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.enabled:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return value
