@@ -1,0 +1,75 @@
+"""Loss curves of a run, drawn from its log.jsonl into a PNG.
+
+    plot_losses("checkpoints/smoke-sum", "results/smoke-sum/loss.png")
+
+One chart, x = optimizer steps: the training loss at every logged step (the
+mean over the last `log_every` micro-batches) as a thin line, and each
+epoch's average train and validation loss as markers at the step the epoch
+ended; the top axis labels those steps with their epoch numbers. Drawn on a
+bare matplotlib Figure (the Agg canvas), so it needs no display and leaves
+pyplot's global backend alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import SoftPromptError
+
+LOG_FILE = "log.jsonl"
+
+
+def read_log(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
+    """(step records, epoch records) of a run's log.jsonl, in file order."""
+    path = Path(run_dir) / LOG_FILE
+    if not path.is_file():
+        raise SoftPromptError(f"{path} not found: is {run_dir} a run directory (checkpoints/<run>)?")
+    steps, epochs = [], []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SoftPromptError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from err
+        if record.get("type") == "step":
+            steps.append(record)
+        elif record.get("type") == "epoch":
+            epochs.append(record)
+    if not steps and not epochs:
+        raise SoftPromptError(f"{path} holds no loss records yet")
+    return steps, epochs
+
+
+def plot_losses(run_dir: str | Path, out_png: str | Path) -> Path:
+    """Draw the run's loss curves into out_png (parent folders are created); returns its path."""
+    from matplotlib.figure import Figure
+
+    run_dir, out_png = Path(run_dir), Path(out_png)
+    steps, epochs = read_log(run_dir)
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    if steps:
+        ax.plot([r["global_step"] for r in steps], [r["loss"] for r in steps],
+                lw=0.8, alpha=0.6, color="tab:blue", label="train (logged steps)")
+    if epochs:
+        x = [r["global_step"] for r in epochs]
+        ax.plot(x, [r["train_loss"] for r in epochs], "o-", color="tab:blue", label="train (epoch average)")
+        ax.plot(x, [r["val_loss"] for r in epochs], "s-", color="tab:orange", label="validation (epoch average)")
+        every = -(-len(epochs) // 15)  # at most ~15 epoch labels, the last one always shown
+        marked = epochs[::-1][::every][::-1]
+        top = ax.secondary_xaxis("top")
+        top.set_xticks([r["global_step"] for r in marked], labels=[str(r["epoch"]) for r in marked])
+        top.set_xlabel("epoch")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (mean target-token cross-entropy)")
+    ax.set_title(run_dir.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    try:
+        out_png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_png, dpi=120)
+    except OSError as err:
+        raise SoftPromptError(f"cannot write {out_png} ({err.strerror})") from err
+    return out_png

@@ -1,0 +1,160 @@
+"""Evaluation end to end on the smoke configs, the baselines, batched generation, inspection and loss plots.
+
+One short smoke training per task (1 epoch on 8 examples) makes the checkpoints the tests score.
+"""
+
+import json
+import re
+
+import matplotlib.image
+import pytest
+
+from conftest import run_script
+from softprompt.config import load_config
+from softprompt.errors import SoftPromptError
+from softprompt.evaluate import evaluate, predict, summary_line, token_limits
+from softprompt.inspection import format_report, inspect_prompt
+from softprompt.model import SoftPromptModel, init_prompt
+from softprompt.plots import plot_losses
+from softprompt.tasks import get_task
+from softprompt.train import train
+
+TASKS = ("qna", "sum", "tx")
+SPLIT = {"qna": "validation", "sum": "test", "tx": "test"}  # each 10 examples in the samples (tx: carved)
+SCORES = {"qna": r"EM \d+\.\d\d \| F1 \d+\.\d\d",
+          "sum": r"ROUGE-1 \d+\.\d\d \| ROUGE-2 \d+\.\d\d \| ROUGE-L \d+\.\d\d \| ROUGE-Lsum \d+\.\d\d",
+          "tx": r"BLEU \d+\.\d\d \| chrF \d+\.\d\d"}
+METRICS_KEYS = {"task", "split", "n", "scores", "checkpoint", "epoch", "baseline", "config", "run_name", "base_model",
+                "decoding", "device", "generation_s", "examples_per_s", "wall_time_s", "versions", "results_dir"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """{task: overrides} after a 1-epoch smoke training of each task into a temporary folder."""
+    out = tmp_path_factory.mktemp("ckpt")
+    overrides = {}
+    for task in TASKS:
+        overrides[task] = [f"train.output_dir={out}", "train.epochs=1", "data.max_train_examples=8"]
+        train(load_config(f"configs/smoke/{task}.yaml", overrides[task]), quiet=True, echo=lambda line: None,
+              results_dir=out / "results")
+    return overrides
+
+
+def _cfg(runs, task):
+    return load_config(f"configs/smoke/{task}.yaml", runs[task])
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_evaluate_script_end_to_end(runs, task, tmp_path):
+    # qna with every default; sum and tx exercise the flags (and generate less).
+    flags = {"qna": [], "sum": ["--max-new-tokens", "16", "--batch-size", "3"], "tx": ["--limit", "4"]}[task]
+    sets = [a for o in runs[task] for a in ("--set", o)]
+    proc = run_script("evaluate.py", "--config", f"configs/smoke/{task}.yaml", *sets, *flags,
+                      "--results-dir", str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    n = 4 if task == "tx" else 10
+    assert re.fullmatch(rf"{task} \| {SPLIT[task]} \| n={n} \| {SCORES[task]} \| checkpoint epoch_001\n", proc.stdout)
+    out = tmp_path / f"smoke-{task}" / SPLIT[task]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == METRICS_KEYS
+    assert metrics["n"] == n and metrics["epoch"] == 1 and metrics["baseline"] is None
+    assert metrics["checkpoint"].endswith("smoke-" + task + "/epoch_001")
+    assert metrics["base_model"] == "builtin:tiny-gpt2" and metrics["decoding"]["strategy"] == "greedy"
+    assert metrics["versions"]["torch"] and metrics["examples_per_s"] > 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == n and all(set(r) == {"index", "source", "references", "prediction"} for r in rows)
+    if task != "sum":
+        assert all("\n" not in r["prediction"] for r in rows)
+    if task == "sum":
+        assert metrics["decoding"]["max_new_tokens"] == 16 and metrics["decoding"]["batch_size"] == 3
+    if task == "tx":
+        assert "signature" in metrics["scores"] and metrics["scores"]["signature"].startswith("nrefs:1")
+
+
+def test_hard_and_none_baselines_run_and_keep_their_prefix_inside_the_window(runs, tmp_path):
+    cfg = _cfg(runs, "tx")
+    soft = evaluate(cfg, limit=3, max_new_tokens=4, results_dir=tmp_path, progress=False)
+    hard = evaluate(cfg, baseline="hard", limit=3, max_new_tokens=4, results_dir=tmp_path, progress=False)
+    none = evaluate(cfg, baseline="none", limit=3, max_new_tokens=4, results_dir=tmp_path, progress=False)
+    assert (tmp_path / "smoke-tx" / "test-baseline-hard" / "metrics.json").is_file()
+    assert (tmp_path / "smoke-tx" / "test-baseline-none" / "predictions.jsonl").is_file()
+    assert hard["checkpoint"] is None and hard["baseline"] == "hard" and hard["n"] == none["n"] == 3
+    assert hard["decoding"]["prefix"] == cfg.model.init_text and none["decoding"]["prefix"] is None
+    assert summary_line(hard).endswith("| baseline hard")
+    # The hard prefix takes more tokens than the 4 prompt vectors: the sources give up the difference.
+    from softprompt.hub import load_base
+    _, tokenizer = load_base(cfg.model)
+    n_prefix = len(tokenizer(cfg.model.init_text, add_special_tokens=False)["input_ids"])
+    assert hard["decoding"]["source_budget"] == soft["decoding"]["source_budget"] - max(0, n_prefix - 4)
+    assert none["decoding"]["source_budget"] == soft["decoding"]["source_budget"]
+
+
+def test_batched_predictions_equal_one_example_at_a_time(tiny):
+    base, tokenizer = tiny
+    model = SoftPromptModel(base, init_prompt(base, tokenizer, "random", 4, seed=1))
+    texts = ["Article: The council met on Tuesday to vote on the new bridge across the river.\nSummary:",
+             "Bulgarian: Заседанието е открито.\nEnglish:", "Article: Rain.\nSummary:",
+             "Context: The river runs east past the old mill and the market.\nQuestion: Where?\nAnswer:",
+             "Article: A fire closed the library for a week, the mayor said.\nSummary:"]
+    sources = [tokenizer(t)["input_ids"] for t in texts]
+    assert len({len(s) for s in sources}) == len(sources)  # every batch needs padding
+    task, limits = get_task("sum"), [12, 5, 12, 9, 12]
+    for use_prompt in (True, False):
+        batched = predict(model, tokenizer, sources, task, 3, limits, use_prompt=use_prompt, progress=False)
+        alone = [predict(model, tokenizer, [s], task, 1, [n], use_prompt=use_prompt, progress=False)[0]
+                 for s, n in zip(sources, limits)]
+        assert batched == alone
+        assert any(batched)
+
+
+def test_token_limits_follow_the_task_and_the_budget(runs):
+    sources = [[1] * 3, [1] * 100]
+    assert token_limits(get_task("tx"), _cfg(runs, "tx"), sources, None) == [5, 64]  # ceil(1.5 x 3); min(96, 64)
+    assert token_limits(get_task("qna"), _cfg(runs, "qna"), sources, None) == [24, 24]
+    assert token_limits(get_task("sum"), _cfg(runs, "sum"), sources, 10) == [10, 10]
+    with pytest.raises(SoftPromptError, match="more than data.max_target_tokens"):
+        token_limits(get_task("sum"), _cfg(runs, "sum"), sources, 65)
+
+
+def test_missing_checkpoint_is_one_line_naming_the_training_command(tmp_path):
+    proc = run_script("evaluate.py", "--config", "configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
+                      "--results-dir", str(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: no checkpoint in {tmp_path / 'smoke-qna'}")
+    assert "python scripts/train.py --config configs/smoke/qna.yaml" in lines[0]
+
+
+def test_a_checkpoint_of_another_task_is_refused(runs):
+    sum_ckpt = _cfg(runs, "sum").run_dir / "epoch_001"
+    with pytest.raises(SoftPromptError, match="trained for task 'sum', not 'qna'"):
+        evaluate(_cfg(runs, "qna"), checkpoint=sum_ckpt)
+
+
+def test_loss_png_is_a_valid_png(runs, tmp_path):
+    run_dir = _cfg(runs, "qna").run_dir
+    path = plot_losses(run_dir, tmp_path / "smoke-qna" / "loss.png")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    proc = run_script("plot_losses.py", str(run_dir), "--results-dir", str(tmp_path / "cli"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cli" / "smoke-qna" / "loss.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_inspect_prompt_measures_drift_from_the_init(runs, tiny, tmp_path):
+    base, tokenizer = tiny
+    words = "summarize shorten distill short"
+    untrained = SoftPromptModel(base, init_prompt(base, tokenizer, "words", 4, words), base_id="builtin:tiny-gpt2")
+    untrained.save_prompt(tmp_path, task="sum", init="words", init_text=words)
+    report = inspect_prompt(tmp_path, k=3)
+    assert [v.init_label for v in report.vectors] == words.split()
+    assert all(abs(v.init_distance) < 1e-6 and len(v.nearest) == 3 for v in report.vectors)
+
+    trained = inspect_prompt(_cfg(runs, "sum").run_dir, k=3)  # a run folder: its latest checkpoint
+    assert trained.epoch == 1 and all(v.init_distance > 1e-4 for v in trained.vectors)
+    assert all(v.nearest[0][1] >= v.nearest[-1][1] for v in trained.vectors)
+    table = format_report(trained)
+    assert len(table.splitlines()) == 4 + 4 and "nearest tokens" in table
