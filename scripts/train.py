@@ -19,10 +19,12 @@ def main(argv=None):
                         help="override a config field, e.g. train.lr=0.3 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the run's newest good checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete an earlier run of the same name first")
+    parser.add_argument("--results-dir", default="results", help="where results/<run>/loss.png goes (default: results)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    train(load_config(args.config, args.set), resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    cfg = load_config(args.config, args.set)
+    train(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, results_dir=args.results_dir)
 
 
 if __name__ == "__main__":

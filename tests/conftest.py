@@ -20,7 +20,11 @@ def _isolated_caches(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     os.environ["SOFTPROMPT_CACHE"] = str(cache / "softprompt")
     os.environ["HF_DATASETS_CACHE"] = str(cache / "datasets")
+    RESULTS[0] = cache / "results"
     yield
+
+
+RESULTS = [ROOT / "results"]  # replaced by a temporary folder for the session
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +37,14 @@ def tiny():
 
 
 def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
-    """Run scripts/<script> in a subprocess; returns CompletedProcess with text output."""
+    """Run scripts/<script> in a subprocess; returns CompletedProcess with text output.
+
+    Scripts that write results get a temporary --results-dir unless one is given,
+    so tests never write into the repository's results/.
+    """
     full_env = {**os.environ, **(env or {})}
+    if script in ("train.py", "evaluate.py") and "--results-dir" not in args:
+        args = (*args, "--results-dir", str(RESULTS[0]))
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / script), *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import conftest
 from conftest import run_script
 
 STEP_LINE = re.compile(r"^Epoch: \d+ \| Step: \d+ \| Loss: \d+\.\d{6}$")
@@ -44,6 +45,8 @@ def test_smoke_run_logs_in_the_reference_format_and_checkpoints(runs, task):
     for ckpt in run_dir.glob("epoch_*"):
         assert {p.name for p in ckpt.iterdir()} == {
             "prompt.safetensors", "prompt.json", "trainer_state.safetensors", "trainer_state.json"}
+    png = conftest.RESULTS[0] / f"smoke-{task}" / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"Loss curves: {png}" in proc.stdout
     meta = json.loads((run_dir / "epoch_010" / "prompt.json").read_text())
     assert meta["task"] == task and meta["prompt_length"] == 4 and meta["epoch"] == 10
     assert meta["base_model"] == "builtin:tiny-gpt2"

@@ -34,8 +34,8 @@ from .data import batch_order, iter_batches, lengths_of, load_task_data
 from .errors import SoftPromptError
 from .hub import context_window
 from .model import SoftPromptModel, build_model
+from .plots import LOG_FILE, plot_losses
 
-LOG_FILE = "log.jsonl"
 CONFIG_FILE = "config.yaml"
 
 
@@ -84,18 +84,19 @@ def mean_loss(model: SoftPromptModel, ds, cfg: Config, device: torch.device, pad
     return (distributed.all_sum(total, d) / max(1, len(batches))).item()
 
 
+def earlier_run(run_dir: Path) -> list[Path]:
+    """What an earlier run left in run_dir: checkpoints, log, `latest`."""
+    return checkpoints(run_dir) + [p for p in (run_dir / LOG_FILE, run_dir / LATEST) if p.exists()]
+
+
 def prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path:
-    """Create the run folder; refuse to clobber an earlier run unless told to."""
+    """Create the run folder; refuse to clobber an earlier run unless told to (--overwrite deletes it later)."""
     run_dir = cfg.run_dir
-    existing = checkpoints(run_dir) + [p for p in (run_dir / LOG_FILE, run_dir / LATEST) if p.exists()]
-    if existing and not (resume or overwrite):
+    if earlier_run(run_dir) and not (resume or overwrite):
         raise SoftPromptError(
             f"{run_dir} already holds a run; continue it with --resume, or start afresh with --overwrite "
             "(which deletes its checkpoints)"
         )
-    if overwrite and not resume:
-        for p in existing:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write_test"
@@ -144,16 +145,21 @@ def train(
     overwrite: bool = False,
     quiet: bool = False,
     echo: Callable[[str], None] = print,
+    results_dir: str | Path | None = "results",
 ) -> Path:
     """Train the prompt described by `cfg`; returns the run directory.
 
+    Afterwards the loss curves go to <results_dir>/<run_name>/loss.png (None: no plot).
     Under torchrun every rank runs this function; rank 0 alone talks and writes.
     """
     d, device_name = distributed.init(cfg.train.device)
     try:
-        return _train(cfg, d, device_name, resume, overwrite, quiet, echo)
+        run_dir = _train(cfg, d, device_name, resume, overwrite, quiet, echo)
     finally:
         distributed.shutdown(d)
+    if d.main and results_dir is not None:
+        echo(f"Loss curves: {plot_losses(run_dir, Path(results_dir) / cfg.run_name / 'loss.png')}")
+    return run_dir
 
 
 def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
@@ -165,6 +171,9 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
         torch.manual_seed(cfg.train.seed)
         model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
         data = load_task_data(cfg, tokenizer, context_window(model.base))
+    if overwrite and not resume and d.main:  # only now that config, model and data have loaded without error
+        for p in earlier_run(run_dir):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
     model.to(device)
     if cfg.train.gradient_checkpointing:
         model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
