@@ -143,13 +143,21 @@ class SoftPromptModel(nn.Module):
 
 
 def read_prompt(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
-    """(prompt [P, H] fp32, metadata) from a prompt folder, with clear errors for bad files."""
+    """(prompt [P, H] fp32, metadata) from a prompt folder, with clear errors for bad files.
+
+    A folder without prompt.safetensors may hold a PEFT prompt-tuning adapter
+    instead (adapter_config.json + adapter_model.safetensors): see peft_compat.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise SoftPromptError(f"{directory}: prompt/checkpoint directory not found")
     tensor_path, meta_path = directory / PROMPT_FILE, directory / PROMPT_META
     if not tensor_path.is_file():
-        raise SoftPromptError(f"{directory}: no {PROMPT_FILE} in this directory")
+        from .peft_compat import ADAPTER_CONFIG, read_peft_adapter  # imported here: peft_compat imports this module
+
+        if (directory / ADAPTER_CONFIG).is_file():
+            return read_peft_adapter(directory)
+        raise SoftPromptError(f"{directory}: no {PROMPT_FILE} in this directory (nor a PEFT adapter)")
     try:
         tensors = load_file(str(tensor_path))
     except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
@@ -167,19 +175,20 @@ def read_prompt(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
 
 
 def insert_prompt(embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Put prompt [P, H] into each row of embeds [B, L, H] right after its left padding.
+    """Put prompt [P, H] (or one per row, [B, P, H]) into each row of embeds [B, L, H] right after its left padding.
 
     With no left padding (training batches are right-padded) this is
     torch.cat([prompt, embeds]), exactly PEFT's layout.
     """
     B, L, H = embeds.shape
-    P = prompt.shape[0]
+    P = prompt.shape[-2]
     n_pad = (mask.cumsum(-1) == 0).sum(-1, keepdim=True)  # leading zeros of each row, [B, 1]
     pos = torch.arange(P + L, device=embeds.device).expand(B, -1)
     in_prompt = (pos >= n_pad) & (pos < n_pad + P)
     src = torch.where(pos < n_pad, pos, pos - P).clamp(0, L - 1)  # which token lands at each position
     tokens = embeds.gather(1, src.unsqueeze(-1).expand(-1, -1, H))
-    prompts = prompt[(pos - n_pad).clamp(0, P - 1)]
+    at = (pos - n_pad).clamp(0, P - 1)  # which prompt vector lands at each position
+    prompts = prompt[at] if prompt.dim() == 2 else prompt.gather(1, at.unsqueeze(-1).expand(-1, -1, H))
     new_embeds = torch.where(in_prompt.unsqueeze(-1), prompts, tokens)
     new_mask = torch.where(in_prompt, torch.ones_like(pos), mask.gather(1, src).long()).to(mask.dtype)
     return new_embeds, new_mask
