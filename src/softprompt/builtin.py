@@ -58,7 +58,14 @@ def builtin_path(name_or_path: str) -> Path:
     digest = hashlib.sha256(("\n".join(texts) + json.dumps(_ARCH) + str(_VERSION)).encode()).hexdigest()[:12]
     target = cache_root() / f"{name}-{digest}"
     if not (target / "config.json").is_file():
-        _build(texts, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)  # fail before the build, not after
+            _build(texts, target)
+        except OSError as err:
+            raise SoftPromptError(
+                f"cannot save {name_or_path} into the cache folder {target.parent} ({err.strerror or err}); "
+                "set SOFTPROMPT_CACHE to a writable folder"
+            ) from err
     return target
 
 
@@ -133,7 +140,7 @@ def _warm_up(model, tokenizer, texts: list[str]) -> None:
 
     ids = []
     for text in texts:
-        ids += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+        ids += tokenizer(text, verbose=False)["input_ids"] + [tokenizer.eos_token_id]
     ids = torch.tensor(ids)
     gen = torch.Generator().manual_seed(_SEED)
     opt = torch.optim.AdamW(model.parameters(), lr=_LM_LR)

@@ -9,33 +9,72 @@
 
 A checkpoint is written under a temporary name, flushed to disk and then
 renamed, and `latest` moves only after that, so a crash at any moment leaves
-either the old checkpoint or the new one, never half of one. No pickle:
-tensors go to safetensors, everything else to JSON.
+either the old checkpoint or the new one, never half of one. Each checkpoint
+records the SHA-256 of its files; one that fails the check (a flipped bit, a
+truncated copy) is reported by name and passed over for the one before. A
+checkpoint is never written from a prompt or loss that is NaN or infinite.
+No pickle: tensors go to safetensors, everything else to JSON.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import SoftPromptError
-from .model import PROMPT_FILE, SoftPromptModel
+from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel
 
 STATE_FILE = "trainer_state.safetensors"
 STATE_META = "trainer_state.json"
 LATEST = "latest"
-CRASH_ENV = "SOFTPROMPT_TEST_CRASH"  # test hook: "checkpoint" dies inside a checkpoint write
+HASHED = (PROMPT_FILE, PROMPT_META, STATE_FILE)
+"""Files whose SHA-256 trainer_state.json records (the tensors, and the metadata that names the base model)."""
+CRASH_ENV = "SOFTPROMPT_TEST_CRASH"
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Test hook: die here as `kill -9` would, when SOFTPROMPT_TEST_CRASH asks for it.
+
+    SOFTPROMPT_TEST_CRASH=<point>[@N] exits with status 137 the N-th time (default: the
+    first) this process reaches <point>; <point>-pause[@N] prints "test hook: paused at
+    <point>" to stderr and waits to be killed. Points: `eval` (evaluation started),
+    `checkpoint` (tensor files written, metadata not yet), `latest` (checkpoint renamed,
+    the `latest` marker not yet moved). Unset, it costs one dictionary lookup.
+    """
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    point, _, nth = spec.partition("@")
+    pause = point.endswith("-pause")
+    if point.removesuffix("-pause") != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] != int(nth or 1):
+        return
+    if pause:
+        print(f"test hook: paused at {name}", file=sys.stderr, flush=True)
+        time.sleep(600)
+    os._exit(137)
 
 
 def epoch_dir(run_dir: Path, epoch: int) -> Path:
     return run_dir / f"epoch_{epoch:03d}"
+
+
+def epoch_of(ckpt: Path) -> int:
+    """epoch_012 -> 12 (numerically, so epoch_1000 sorts after epoch_999)."""
+    return int(ckpt.name.split("_", 1)[1])
 
 
 def sha256(path: Path) -> str:
@@ -55,12 +94,22 @@ def _fsync(path: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Replace a small text file so that a reader sees the old text or the new, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def nonfinite_problem(model: SoftPromptModel, losses: dict[str, Any]) -> str | None:
+    """Why a state must not be saved (a NaN/inf prompt or loss), or None."""
+    bad = [f"{name} {value}" for name, value in losses.items() if isinstance(value, float) and not math.isfinite(value)]
+    if not bool(torch.isfinite(model.prompt.detach()).all()):
+        bad.insert(0, "the prompt holds NaN or infinite values")
+    return ", ".join(bad) or None
 
 
 def save_checkpoint(
@@ -73,8 +122,20 @@ def save_checkpoint(
     prompt_meta: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write epoch_<epoch>/ atomically and point `latest` at it."""
+    """Write epoch_<epoch>/ atomically and point `latest` at it.
+
+    Refuses (SoftPromptError) when the prompt or a loss in `extra` is NaN or
+    infinite, so the last good checkpoint stays the newest one.
+    """
     final = epoch_dir(run_dir, epoch)
+    problem = nonfinite_problem(model, {k: v for k, v in (extra or {}).items() if k.endswith("loss")})
+    if problem:
+        last = latest_checkpoint(run_dir, warn=lambda msg: None)
+        kept = f"the last good checkpoint, {last}, is kept" if last else "no checkpoint was written"
+        raise SoftPromptError(
+            f"epoch {epoch}: {problem}; the run stopped without saving {final.name} and {kept}. "
+            "Lower train.lr, or resume from the last good checkpoint"
+        )
     tmp = run_dir / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -86,14 +147,13 @@ def save_checkpoint(
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = state
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATE_FILE))
-    if os.environ.get(CRASH_ENV) == "checkpoint":
-        os._exit(137)  # simulate kill -9 halfway through the write
+    crash_point("checkpoint")
     meta = {
         "epoch": epoch,
         "global_step": global_step,
         "optimizer": optim_meta,
         "config": config,
-        "sha256": {name: sha256(tmp / name) for name in (PROMPT_FILE, STATE_FILE)},
+        "sha256": {name: sha256(tmp / name) for name in HASHED},
         **(extra or {}),
     }
     (tmp / STATE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -104,6 +164,7 @@ def save_checkpoint(
         shutil.rmtree(final)
     os.rename(tmp, final)
     _fsync(run_dir)
+    crash_point("latest")
     write_text_atomic(run_dir / LATEST, final.name + "\n")
     return final
 
@@ -118,15 +179,19 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 
 def verify(ckpt: Path) -> str | None:
-    """Why a checkpoint directory is not usable for resume, or None if it is."""
+    """Why a checkpoint directory is not usable, or None if every recorded SHA-256 matches."""
     meta_path = ckpt / STATE_META
     if not meta_path.is_file():
         return f"{ckpt}: no {STATE_META}"
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        sums = meta["sha256"]
+        sums = json.loads(meta_path.read_text(encoding="utf-8"))["sha256"]
+        if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+            raise TypeError
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        return f"{ckpt}/{STATE_META}: unreadable"
+        return f"{ckpt}/{STATE_META}: unreadable (not the JSON a checkpoint writes)"
+    for name in (PROMPT_FILE, STATE_FILE):
+        if name not in sums:
+            return f"{ckpt}/{STATE_META}: records no SHA-256 for {name}"
     for name, digest in sums.items():
         path = ckpt / name
         if not path.is_file():
@@ -140,34 +205,48 @@ def checkpoints(run_dir: Path) -> list[Path]:
     """Complete-looking epoch_* folders, oldest first."""
     if not run_dir.is_dir():
         return []
-    return sorted(p for p in run_dir.glob("epoch_[0-9][0-9][0-9]*") if p.is_dir())
+    found = [p for p in run_dir.glob("epoch_*") if p.is_dir() and p.name[6:].isdigit()]
+    return sorted(found, key=epoch_of)
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint `latest` names, else the newest epoch folder, else None."""
-    marker = run_dir / LATEST
-    if marker.is_file():
-        named = run_dir / marker.read_text(encoding="utf-8").strip()
-        if named.is_dir():
-            return named
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def latest_checkpoint(run_dir: Path, warn: Callable[[str], None] = _stderr) -> Path | None:
+    """The newest checkpoint that passes its SHA-256 check, else None; bad ones are reported by name.
+
+    That is the one `latest` names, or a newer complete folder when a crash
+    came between its rename and the marker's move (the marker is for people
+    and other tools; a folder only gets its real name once complete).
+    """
     found = checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def find_resume_checkpoint(run_dir: Path, warn) -> Path | None:
-    """The newest checkpoint that passes its SHA-256 check; bad ones are reported by name."""
-    for ckpt in reversed(checkpoints(run_dir)):
+    while found:
+        ckpt = found.pop()
         problem = verify(ckpt)
         if problem is None:
             return ckpt
-        warn(f"warning: skipping checkpoint {problem}; trying the one before")
+        warn(f"warning: skipping checkpoint {problem}; "
+             + (f"falling back to {found[-1].name}" if found else "no older checkpoint"))
     return None
+
+
+find_resume_checkpoint = latest_checkpoint  # what --resume starts from is what evaluation reads
 
 
 def load_trainer_state(ckpt: Path, model: SoftPromptModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore prompt, optimizer and RNG state; returns the checkpoint's metadata."""
+    problem = verify(ckpt)
+    if problem:
+        raise SoftPromptError(f"cannot resume: {problem}")
     meta = json.loads((ckpt / STATE_META).read_text(encoding="utf-8"))
+    shape = tuple(model.prompt.shape)
     model.load_prompt(ckpt)
+    if tuple(model.prompt.shape) != shape:
+        raise SoftPromptError(
+            f"{ckpt}: the checkpoint's prompt has {model.prompt.shape[0]} vectors but model.prompt_length is "
+            f"{shape[0]}; resume with the run's prompt_length or start a new run"
+        )
     tensors = load_file(str(ckpt / STATE_FILE))
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

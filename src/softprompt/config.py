@@ -242,10 +242,12 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise ConfigError(f"{path}: not valid UTF-8 text (byte {err.start})") from err
     try:
         raw = yaml.safe_load(text)
+    except RecursionError as err:  # PyYAML recurses once per nesting level
+        raise ConfigError(f"{path}: YAML nested too deeply to read") from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
+        problem = (getattr(err, "problem", None) or str(err)).splitlines()[0]
         raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from err
     if raw is None:
         raw = {}

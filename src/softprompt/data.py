@@ -16,6 +16,7 @@ rows are left-padded sources.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +25,7 @@ import torch
 
 from .config import Config
 from .errors import SoftPromptError
-from .hub import offline_message
+from .hub import first_line, offline_message
 from .tasks import Task, get_task, record_problem
 
 SPLITS = ("train", "validation", "test")
@@ -60,28 +61,59 @@ def source_budget(cfg: Config, window: int) -> int:
 
 
 def check_jsonl(path: Path, task: Task) -> int:
-    """Read a local JSON Lines file once, raising on the first bad line; returns the record count."""
+    """Read a local JSON Lines file once, raising on the first bad line; returns the record count.
+
+    Lines are split on newline bytes and decoded one at a time, so a bad byte
+    is reported with its line number, as is a line that is not JSON, not an
+    object, or lacks a field the task needs.
+    """
     if not path.is_file():
-        raise SoftPromptError(f"data file not found: {path}")
+        raise SoftPromptError(f"data file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     count = 0
     try:
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise SoftPromptError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from err
-                problem = record_problem(task, record)
-                if problem:
-                    raise SoftPromptError(f"{path}, line {lineno}: {problem} for task '{task.name}'")
-                count += 1
-    except UnicodeDecodeError as err:
-        raise SoftPromptError(f"{path}: not UTF-8 text (invalid byte at offset {err.start})") from err
+        f = path.open("rb")
+    except OSError as err:
+        raise SoftPromptError(f"cannot read data file {path} ({err.strerror})") from err
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise SoftPromptError(
+                    f"{path}, line {lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                    "save the file as UTF-8"
+                ) from err
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise SoftPromptError(f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno})") from err
+            except RecursionError as err:
+                raise SoftPromptError(f"{path}, line {lineno}: JSON nested too deeply to read") from err
+            # Valid UTF-8 holds no surrogates, but a \ud800 escape puts a lone one in a string: no tokenizer takes it.
+            if "\\ud" in line.lower() and _has_lone_surrogate(record):
+                raise SoftPromptError(
+                    f"{path}, line {lineno}: a string holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), "
+                    "which is not text"
+                )
+            problem = record_problem(task, record)
+            if problem:
+                raise SoftPromptError(f"{path}, line {lineno}: {problem} for task '{task.name}'")
+            count += 1
     if count == 0:
-        raise SoftPromptError(f"{path}: the file holds no records")
+        raise SoftPromptError(f"{path}: the file holds no records (an empty file, or blank lines only)")
     return count
+
+
+def _has_lone_surrogate(record: Any) -> bool:
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:  # as deep as json.loads allows: left to the datasets reader
+        pass
+    return False
 
 
 def load_raw(cfg: Config, splits: tuple[str, ...]) -> dict[str, Any]:
@@ -95,7 +127,18 @@ def load_raw(cfg: Config, splits: tuple[str, ...]) -> dict[str, Any]:
             raise SoftPromptError(f"{cfg.source}: data.files must include a train file")
         for path in files.values():
             check_jsonl(path, task)
-        dd = datasets.load_dataset("json", data_files={k: str(v) for k, v in files.items()})
+        try:
+            dd = datasets.load_dataset("json", data_files={k: str(v) for k, v in files.items()})
+        except Exception as err:  # pyarrow/datasets errors, e.g. a field whose type changes between lines
+            if isinstance(err, MemoryError):
+                raise
+            cause = err
+            for _ in range(10):  # datasets wraps the real reason in its own errors
+                cause = cause.__cause__ or cause.__context__ or cause
+            raise SoftPromptError(
+                f"{', '.join(str(p) for p in files.values())}: the datasets library could not read these files as "
+                f"one table ({first_line(cause)}); check that every field has the same type on every line"
+            ) from err
     else:
         name = cfg.data.dataset or task.dataset
         config_name = cfg.data.dataset_config or task.dataset_config
@@ -104,12 +147,7 @@ def load_raw(cfg: Config, splits: tuple[str, ...]) -> dict[str, Any]:
         except Exception as err:  # datasets raises many types for an unreachable Hub
             if isinstance(err, (KeyboardInterrupt, MemoryError)):
                 raise
-            raise SoftPromptError(
-                offline_message("dataset", name, err).replace(
-                    "configs/smoke/*.yaml (model.name_or_path: builtin:tiny-gpt2)",
-                    "local JSON Lines files (data.files) as in configs/smoke/*.yaml",
-                )
-            ) from err
+            raise SoftPromptError(offline_message("dataset", name, err)) from err
     dd = dict(dd)
     missing = [s for s in ("validation", "test") if s not in dd]
     if missing and any(s in splits for s in missing):
@@ -150,7 +188,8 @@ def encode_example(record: dict[str, Any], task: Task, tokenizer, budget: int, m
     head, body, tail = task.pieces(record)
 
     def ids(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        # verbose=False: long sources are expected here and cut below; no "longer than the maximum" warning.
+        return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
 
     head_ids, body_ids, tail_ids = ids(head), ids(body), ids(tail)
     room = budget - len(head_ids) - len(tail_ids)
@@ -235,11 +274,23 @@ def generation_batch(sources: list[list[int]], pad_id: int) -> dict[str, torch.T
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
+NAN_ENV = "SOFTPROMPT_TEST_NAN_BATCH"
+"""Test hook: the N-th batch this process builds (training and evaluation alike, counted
+from 1) gets no labelled token, so its loss is NaN (a mean over nothing). Unset: no effect."""
+_built = 0
+
+
 def iter_batches(ds, batches: list[list[int]], pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
+    global _built
+    nan_at = int(os.environ.get(NAN_ENV) or 0)
     for idx in batches:
         cols = ds[idx]  # one Arrow read per batch
         rows = [{"source_ids": s, "target_ids": t} for s, t in zip(cols["source_ids"], cols["target_ids"])]
-        yield training_batch(rows, pad_id)
+        batch = training_batch(rows, pad_id)
+        _built += 1
+        if _built == nan_at:
+            batch["labels"].fill_(-100)
+        yield batch
 
 
 def lengths_of(ds) -> list[int]:

@@ -21,13 +21,29 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's first line (library messages run to many), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def offline_message(what: str, ident: str, err: Exception) -> str:
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    """One paragraph: which model or dataset id could not be loaded, why, and how to work offline."""
+    reason = first_line(err)
+    if what == "dataset":
+        options = (
+            "use local JSON Lines files in the Hub schema (data.files: {train: ..., validation: ...}, as in "
+            "configs/smoke/*.yaml); or set HF_HUB_OFFLINE=1 with the datasets cache already holding it"
+        )
+    else:
+        options = (
+            "point model.name_or_path to a local directory saved with save_pretrained; or set HF_HUB_OFFLINE=1 "
+            "with the Hugging Face cache already holding it; or try the pipeline on the built-in model with "
+            "configs/smoke/*.yaml (model.name_or_path: builtin:tiny-gpt2)"
+        )
     return (
-        f"could not load {what} '{ident}' ({reason}). The Hugging Face Hub could not be reached or has no such id. "
-        "To work offline: point to a local directory saved with save_pretrained; or set HF_HUB_OFFLINE=1 "
-        "with a cache already holding it; or try the pipeline on the built-in model with "
-        "configs/smoke/*.yaml (model.name_or_path: builtin:tiny-gpt2)."
+        f"could not load {what} '{ident}' ({reason}). The Hugging Face Hub could not be reached, or has no such "
+        f"id. To work offline: {options}."
     )
 
 
@@ -39,13 +55,21 @@ def load_base(cfg: ModelConfig):
     local = Path(path).is_dir()
     if not local and (path.startswith((".", "/", "~")) or os.sep in path and Path(path).parent.is_dir()):
         raise SoftPromptError(f"model.name_or_path '{cfg.name_or_path}': no such local directory")
+    if local and not (Path(path) / "config.json").is_file():
+        raise SoftPromptError(
+            f"model.name_or_path '{cfg.name_or_path}': the directory has no config.json; "
+            "it must hold a model saved with save_pretrained"
+        )
+    # trust_remote_code comes from the config alone (default False): it runs Python shipped with the model.
     kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         base = AutoModelForCausalLM.from_pretrained(path, dtype="float32", **kwargs)
     except (OSError, ValueError) as err:
         if local:
-            raise SoftPromptError(f"model.name_or_path '{cfg.name_or_path}': cannot load the model there ({err})") from err
+            raise SoftPromptError(
+                f"model.name_or_path '{cfg.name_or_path}': cannot load a model from this directory ({first_line(err)})"
+            ) from err
         raise SoftPromptError(offline_message("model", cfg.name_or_path, err)) from err
     if tokenizer.eos_token_id is None:
         raise SoftPromptError(f"model.name_or_path '{cfg.name_or_path}': the tokenizer has no EOS token")

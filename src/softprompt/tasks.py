@@ -25,7 +25,7 @@ class Task:
     """The split evaluate.py scores by default (SQuAD has no test split)."""
     init_words: str
     required: tuple[str, ...]
-    """Fields every record must carry (checked at load, with the file and line)."""
+    """Fields every record must carry (checked at load, with the file and line); `[]`: a list of strings."""
     pieces: Callable[[dict[str, Any]], tuple[str, str, str]]
     """record -> (head, body, tail) of the source."""
     target: Callable[[dict[str, Any]], str]
@@ -61,7 +61,7 @@ TASKS: dict[str, Task] = {
         dataset_config=None,
         eval_split="validation",
         init_words="question answer help result",
-        required=("context", "question", "answers.text"),
+        required=("context", "question", "answers.text[]"),
         pieces=_qna_pieces,
         target=_qna_target,
         references=lambda r: [a.strip() for a in r["answers"]["text"]],
@@ -107,19 +107,31 @@ def get_task(name: str) -> Task:
 def record_problem(task: Task, record: Any) -> str | None:
     """Why a record cannot be used for this task, or None if it can."""
     if not isinstance(record, dict):
-        return f"expected a JSON object, got {type(record).__name__}"
-    for dotted in task.required:
+        return f"expected a JSON object, got {_json_type(record)}"
+    for spec in task.required:
+        dotted = spec.removesuffix("[]")
         value: Any = record
         for part in dotted.split("."):
             if not isinstance(value, dict) or part not in value:
                 return f"missing field '{dotted}'"
             value = value[part]
-        if isinstance(value, list):
-            if not value or not all(isinstance(v, str) for v in value):
-                return f"field '{dotted}' must be a non-empty list of strings"
-            value = value[0]
+        if spec.endswith("[]"):
+            if not isinstance(value, list):
+                return f"field '{dotted}' must be a non-empty list of strings, got {_json_type(value)}"
+            if not value:
+                return f"field '{dotted}' must be a non-empty list of strings, got an empty array"
+            odd = [v for v in value if not isinstance(v, str)]
+            if odd:
+                return f"field '{dotted}' must be a non-empty list of strings, got an array holding {_json_type(odd[0])}"
+            continue
         if not isinstance(value, str):
-            return f"field '{dotted}' must be a string, got {type(value).__name__}"
+            return f"field '{dotted}' must be a string, got {_json_type(value)}"
     if not task.target(record).strip():
         return "empty target text"
     return None
+
+
+def _json_type(value: Any) -> str:
+    """A value's type as JSON names it (a list is an array, a dict an object, None null)."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
