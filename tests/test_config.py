@@ -83,6 +83,7 @@ def test_all_problems_reported_together_with_file_and_keys(tmp_path):
 
 @pytest.mark.parametrize("body, message", [
     ("train:\n  lr: -1", "train.lr must be positive"),
+    ("train:\n  lr: .inf", "train.lr must be a finite number"),
     ("train:\n  batch_size: 0", "train.batch_size must be at least 1"),
     ("train:\n  save_every: 0", "train.save_every must be at least 1"),
     ("train:\n  epochs: 0", "train.epochs must be at least 1"),

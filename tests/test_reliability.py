@@ -199,6 +199,8 @@ def test_a_nan_loss_with_on_nonfinite_skip_drops_that_batch_and_goes_on(referenc
     assert all(torch.isfinite(torch.tensor([r[4], r[5]])).all() for r in records if r[0] == "epoch")
     assert records != losses(reference[0])  # trained without that batch
     assert verify(tmp_path / RUN / "epoch_004") is None
+    logged = [json.loads(l) for l in (tmp_path / RUN / "log.jsonl").read_text().splitlines()]
+    assert [r["skipped_batches"] for r in logged if r["type"] == "epoch"] == [1, 0, 0, 0]  # the skip is counted
 
 
 def test_a_checkpoint_is_never_written_from_a_nan_prompt_or_loss(tiny, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import os
 import types
 import typing
@@ -179,6 +180,9 @@ class TrainConfig:
 
     def problems(self) -> list[str]:
         out = []
+        for name in ("lr", "eps", "weight_decay", "warmup_steps"):
+            if not math.isfinite(getattr(self, name)):
+                out.append(f"train.{name} must be a finite number, got {getattr(self, name)}")
         if not self.lr > 0:
             out.append(f"train.lr must be positive, got {self.lr}")
         if self.weight_decay < 0:

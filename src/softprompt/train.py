@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -99,7 +100,7 @@ def prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path:
         )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
+        probe = run_dir / f".write_test.{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
@@ -246,7 +247,7 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
         # Losses are summed on the device; .item() (a host sync) only when a line is printed.
         epoch_sum = torch.zeros((), device=device)
         window_sum = torch.zeros((), device=device)
-        window_n, counted = 0, 0
+        window_n, counted, skipped = 0, 0, 0
         first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step of the first NaN/inf
         bar = tqdm(
             total=len(batches), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
@@ -269,7 +270,9 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
                 if cfg.train.on_nonfinite is NonFinite.SKIP:
                     # Skipping must be decided now, which costs one host sync per micro-batch.
                     if not bool(distributed.all_min(finite.long(), d).item()):
-                        warn(f"warning: non-finite loss at epoch {epoch + 1}, step {i + 1}; batch skipped")
+                        skipped += 1
+                        warn(f"warning: non-finite loss at epoch {epoch + 1}, step {i + 1}; batch skipped "
+                             f"({skipped} this epoch; the gradients accumulated so far in this step are dropped too)")
                         optimizer.zero_grad(set_to_none=True)
                         bar.update()
                         continue
@@ -301,12 +304,13 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
         bar.close()
         stop_if_nonfinite(first_bad, epoch)
 
-        train_loss = (distributed.all_sum(epoch_sum, d) / max(1, counted * d.world)).item()
+        # With every batch skipped there is no average: NaN, not a misleading 0.
+        train_loss = (distributed.all_sum(epoch_sum, d) / (counted * d.world)).item() if counted else math.nan
         val_loss = mean_loss(model, val_ds, cfg, device, pad_id, d)
         say(f"Epoch: {epoch + 1} | Average train loss: {train_loss:.6f}")
         say(f"Epoch: {epoch + 1} | Average val loss: {val_loss:.6f}")
         log({"type": "epoch", "epoch": epoch + 1, "global_step": global_step, "train_loss": train_loss,
-             "val_loss": val_loss, "time": time.time()})
+             "val_loss": val_loss, "skipped_batches": skipped, "time": time.time()})
 
         if (epoch + 1) % cfg.train.save_every == 0 or epoch + 1 == cfg.train.epochs:
             if d.main:
