@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import run_script
-from softprompt.config import ModelConfig, Precision
+from softprompt.config import Precision, load_config
 from softprompt.model import SoftPromptModel, build_model
 from softprompt.train import autocast
 
@@ -32,7 +32,7 @@ def test_bf16_smoke_run_trains_resumes_exactly_and_loads_in_fp32(tmp_path):
     b = load_file(str(tmp_path / "part" / "smoke-sum" / "epoch_003" / "prompt.safetensors"))["prompt"]
     assert a.dtype == torch.float32 and torch.equal(a, b)  # the prompt stays fp32; bf16 resume is exact too
 
-    model, _ = build_model(ModelConfig(name_or_path="builtin:tiny-gpt2"))
+    model, _ = build_model(load_config("configs/smoke/sum.yaml").model)  # an fp32 run's model
     model.load_prompt(tmp_path / "full" / "smoke-sum" / "epoch_003")
     assert torch.equal(model.prompt.detach(), a)
 

@@ -1,0 +1,129 @@
+"""evaluate.py --task all (three tasks, one frozen model, one mixed pass) and --ensemble (prompt ensembling).
+
+Short smoke trainings (1 epoch on 8 examples) make the checkpoints: one per task, and a second qna prompt
+with another seed for the ensemble. The scripts run in this process (their `main`), to save a Python start-up.
+"""
+
+import importlib.util
+import json
+import re
+
+import pytest
+import torch
+
+from conftest import ROOT
+from softprompt.config import load_config
+from softprompt.errors import SoftPromptError, run_cli
+from softprompt.evaluate import _mixed_batches, evaluate, evaluate_all, summary_line
+from softprompt.inspection import resolve_prompt_dir
+from softprompt.model import read_prompt
+from softprompt.train import train
+
+TASKS = ("qna", "sum", "tx")
+SPLIT = {"qna": "validation", "sum": "test", "tx": "test"}
+SEED_RUN = "smoke-qna-seed7"
+
+
+@pytest.fixture(scope="module")
+def overrides(tmp_path_factory):
+    """The --set overrides that point the smoke configs at freshly trained checkpoints."""
+    out = tmp_path_factory.mktemp("ckpt")
+    sets = [f"train.output_dir={out}", "train.epochs=1", "data.max_train_examples=8"]
+    for task in TASKS:
+        train(load_config(f"configs/smoke/{task}.yaml", sets), quiet=True, echo=lambda line: None, results_dir=None)
+    train(load_config("configs/smoke/qna.yaml", [*sets, "train.seed=7", f"run_name={SEED_RUN}"]),
+          quiet=True, echo=lambda line: None, results_dir=None)
+    return sets
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return lambda *argv: run_cli(module.main, list(argv))
+
+
+def _cfg(overrides, task, *more):
+    return load_config(f"configs/smoke/{task}.yaml", [*overrides, *more])
+
+
+def _predictions(metrics):
+    with open(f"{metrics['results_dir']}/predictions.jsonl", encoding="utf-8") as f:
+        return [json.loads(line)["prediction"] for line in f]
+
+
+def test_all_tasks_in_one_pass_equal_three_separate_evaluations(overrides, script, tmp_path, capsys):
+    sets = [a for o in overrides for a in ("--set", o)]
+    argv = ["--task", "all", "--config-dir", "configs/smoke", *sets, "--results-dir", str(tmp_path), "--quiet"]
+    assert script(*argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[:2] for line in lines[:3]] == [[t, SPLIT[t]] for t in TASKS]
+    assert all(line.endswith("| checkpoint epoch_001") for line in lines[:3])
+    assert re.fullmatch(r"speed \| 3 tasks, n=30, batch 8 \| one mixed pass [\d.]+ ex/s \| separate runs [\d.]+ ex/s"
+                        r" \| [\d.]+x \| 30/30 predictions equal", lines[3]), lines[3]
+    for task in TASKS:
+        together = json.loads((tmp_path / f"smoke-{task}" / f"{SPLIT[task]}-all" / "metrics.json").read_text())
+        alone = evaluate(_cfg(overrides, task), results_dir=tmp_path / "alone", progress=False)
+        assert _predictions(together) == _predictions(alone), task
+        assert together["scores"] == alone["scores"] and together["n"] == alone["n"] == 10
+        assert together["checkpoint"] == alone["checkpoint"] and together["decoding"] == alone["decoding"]
+        assert together["speed"]["tasks"] == list(TASKS) and together["speed"]["ratio"] > 0
+    # Not vacuous: the tiny model writes something for some rows.
+    assert any(_predictions(together))
+
+
+def test_mixed_batches_mix_tasks_only_where_every_row_has_room_for_the_longest_limit():
+    # (length, limit, room): long qna rows have room for their 24 tokens only; sum and tx rows for 64.
+    rows = [(228, 24, 24), (188, 64, 64), (205, 24, 47), (109, 64, 143), (93, 64, 159), (215, 24, 37)]
+    batches = _mixed_batches(*map(list, zip(*rows)), batch_size=3)
+    assert batches == [[0, 5, 2], [1, 3, 4]]  # longest first; qna rows wait for a batch they fit
+    assert all(min(rows[i][2] for i in b) >= max(rows[i][1] for i in b) for b in batches)
+    assert _mixed_batches([50, 40, 30], [24, 64, 64], [200, 200, 200], 2) == [[0, 1], [2]]  # room: mixed freely
+
+
+def test_an_ensemble_of_one_equals_its_checkpoint_alone(overrides, tmp_path):
+    cfg = _cfg(overrides, "tx")
+    alone = evaluate(cfg, results_dir=tmp_path, progress=False)
+    # A run folder stands for its latest checkpoint.
+    one = evaluate(cfg, ensemble=[cfg.run_dir], results_dir=tmp_path, progress=False)
+    assert _predictions(one) == _predictions(alone) and any(_predictions(one))
+    assert one["scores"] == alone["scores"]
+    assert one["results_dir"] == str(tmp_path / "smoke-tx" / "test-ensemble")
+    assert one["ensemble"] == [{"checkpoint": alone["checkpoint"], "epoch": 1, "prompt_length": 4}]
+    assert summary_line(one).endswith("| ensemble of 1") and summary_line(alone).endswith("| checkpoint epoch_001")
+
+
+def test_an_ensemble_of_two_seeds_runs_and_is_deterministic(overrides, script, tmp_path, capsys):
+    cfg = _cfg(overrides, "qna")
+    members = [cfg.run_dir / "epoch_001", cfg.run_dir.parent / SEED_RUN]
+    assert not torch.equal(read_prompt(members[0])[0], read_prompt(resolve_prompt_dir(members[1]))[0])
+    first = evaluate(cfg, ensemble=members, results_dir=tmp_path, progress=False)
+    predictions = _predictions(first)
+    assert len(predictions) == 10 and summary_line(first).endswith("| ensemble of 2")
+    sets = [a for o in overrides for a in ("--set", o)]
+    assert script("--config", "configs/smoke/qna.yaml", *sets, "--ensemble", *map(str, members),
+                  "--results-dir", str(tmp_path), "--quiet") == 0
+    assert capsys.readouterr().out == summary_line(first) + "\n"
+    assert _predictions(first) == predictions  # the second run rewrote the same file with the same text
+
+
+def test_ensemble_with_beam_search_and_mixed_bases_are_clear_errors(overrides, script, tmp_path, capsys):
+    cfg = _cfg(overrides, "qna")
+    with pytest.raises(SoftPromptError, match=r"--ensemble decodes greedily .* beam search \(--num-beams 4\)"):
+        evaluate(cfg, ensemble=[cfg.run_dir], num_beams=4, results_dir=tmp_path)
+    other = _cfg(overrides, "sum", "model.name_or_path=gpt2")
+    with pytest.raises(SoftPromptError, match=r"one frozen base model.*model.name_or_path differs "
+                       r"\(configs/smoke/qna.yaml: builtin:tiny-gpt2, configs/smoke/sum.yaml: gpt2"):
+        evaluate_all([cfg, other, _cfg(overrides, "tx")], results_dir=tmp_path)
+    with pytest.raises(SoftPromptError, match="two configs for task 'qna'"):
+        evaluate_all([cfg, cfg], results_dir=tmp_path)
+    for argv, message in [
+        (["--task", "all", "--config-dir", "configs/smoke", "--ensemble", "a", "b"],
+         "--checkpoint, --baseline and --ensemble score one task"),
+        (["--task", "qna", "--config", "configs/smoke/qna.yaml"], "give either --task"),
+        (["--config", "configs/smoke/qna.yaml", "--config-dir", "configs/smoke"], "--config-dir goes with --task"),
+    ]:
+        assert script(*argv, "--results-dir", str(tmp_path)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
