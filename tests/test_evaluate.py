@@ -5,6 +5,7 @@ One short smoke training per task (1 epoch on 8 examples) makes the checkpoints 
 
 import json
 import re
+import shutil
 
 import matplotlib.image
 import pytest
@@ -131,6 +132,15 @@ def test_a_checkpoint_of_another_task_is_refused(runs):
     sum_ckpt = _cfg(runs, "sum").run_dir / "epoch_001"
     with pytest.raises(SoftPromptError, match="trained for task 'sum', not 'qna'"):
         evaluate(_cfg(runs, "qna"), checkpoint=sum_ckpt)
+
+
+def test_a_corrupted_checkpoint_given_by_path_is_refused_by_name(runs, tmp_path):
+    ckpt = shutil.copytree(_cfg(runs, "qna").run_dir / "epoch_001", tmp_path / "epoch_001")
+    data = bytearray((ckpt / "prompt.safetensors").read_bytes())
+    data[-1] ^= 0x01  # one bit of the last float: still loads, wrong value
+    (ckpt / "prompt.safetensors").write_bytes(bytes(data))
+    with pytest.raises(SoftPromptError, match=r"epoch_001: prompt\.safetensors does not match its recorded SHA-256"):
+        evaluate(_cfg(runs, "qna"), checkpoint=ckpt, results_dir=tmp_path)
 
 
 def test_loss_png_is_a_valid_png(runs, tmp_path):

@@ -68,7 +68,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import latest_checkpoint
+from .checkpoint import STATE_META, latest_checkpoint, verify
 from .config import TASKS, Config, Precision
 from .data import generation_batch, load_task_data
 from .errors import SoftPromptError
@@ -260,6 +260,10 @@ def resolve_checkpoint(cfg: Config, checkpoint: str | Path | None) -> Path:
     path = Path(checkpoint)
     if not path.is_dir():
         raise SoftPromptError(f"checkpoint {path} not found; checkpoints of this config are made by: {train_cmd}")
+    if (path / STATE_META).is_file():  # a training checkpoint records its files' SHA-256: check them
+        problem = verify(path)
+        if problem:
+            raise SoftPromptError(f"checkpoint {problem}")
     return path
 
 
