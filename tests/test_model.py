@@ -65,6 +65,26 @@ def test_target_only_loss_equals_the_hf_full_logits_loss(model, tiny):
     torch.testing.assert_close(g_ours, g_ref, atol=1e-6, rtol=1e-5)
 
 
+def test_fused_gelu_default_matches_the_model_as_loaded(model):
+    """model.fused_gelu (the default) swaps gelu_new for one fused op: same loss and prompt gradient to 1e-5."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from softprompt.config import ModelConfig
+    from softprompt.hub import load_base
+
+    unfused, tokenizer = load_base(ModelConfig(name_or_path="builtin:tiny-gpt2", fused_gelu=False))
+    acts = lambda m: [type(x) for x in m.modules() if isinstance(x, (GELUTanh, NewGELUActivation))]
+    assert acts(unfused) == [NewGELUActivation] * unfused.config.n_layer
+    assert acts(model.base) == [GELUTanh] * unfused.config.n_layer  # what the default loaded
+    reference = SoftPromptModel(unfused, model.prompt.detach().clone())
+    batch = _batch(tokenizer, PAIRS)
+    ours, ref = model(**batch).loss, reference(**batch).loss
+    assert ours.item() == pytest.approx(ref.item(), abs=1e-5)
+    g_ours = torch.autograd.grad(ours, model.prompt)[0]
+    g_ref = torch.autograd.grad(ref, reference.prompt)[0]
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-6, rtol=1e-5)
+
+
 def test_words_init_is_one_mean_embedding_per_word(tiny):
     base, tokenizer = tiny
     table = base.get_input_embeddings().weight
