@@ -86,6 +86,7 @@ def test_all_problems_reported_together_with_file_and_keys(tmp_path):
     ("train:\n  lr: .inf", "train.lr must be a finite number"),
     ("train:\n  batch_size: 0", "train.batch_size must be at least 1"),
     ("train:\n  save_every: 0", "train.save_every must be at least 1"),
+    ("train:\n  save_every_steps: 0", r"train.save_every_steps must be at least 1 \(or null\), got 0"),
     ("train:\n  epochs: 0", "train.epochs must be at least 1"),
     ("model:\n  prompt_length: 0", "model.prompt_length must be at least 1"),
     ("model:\n  prompt_length: 5", "init_text has 4 word\\(s\\) but model.prompt_length is 5"),

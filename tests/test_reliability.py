@@ -148,6 +148,26 @@ def test_killed_five_times_and_resumed_ends_bit_identical(reference, tmp_path):
     assert_same_as_reference(run_dir, reference)
 
 
+def test_killed_mid_epoch_resumes_from_the_mid_epoch_checkpoint_bit_identical(reference, tmp_path):
+    """train.save_every_steps=2: a kill inside epoch 3 loses only the micro-batches after its last checkpoint."""
+    run_dir = tmp_path / RUN
+    steps = ("--set", "train.save_every_steps=2")
+    # Paused in epoch 3's evaluation: its 6 micro-batches are done, the last checkpoint is 4 into it.
+    train_until_killed(tmp_path, "test hook: paused at eval", *steps, env={"SOFTPROMPT_TEST_CRASH": "eval-pause@3"})
+    # Only the newest mid-epoch checkpoint is kept (step 2 of epoch 3 was superseded by step 4).
+    assert epochs_on_disk(run_dir) == ["epoch_001", "epoch_002", "epoch_002_step_000004"]
+    assert latest_checkpoint(run_dir) == run_dir / "epoch_002_step_000004"
+    assert ("step", 2, 6) in [r[:3] for r in losses(run_dir)]  # logged by the killed run, after the checkpoint
+
+    resumed = train(tmp_path, "--resume", *steps)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (f"Resuming from {run_dir / 'epoch_002_step_000004'} (epoch 2, step 16, 4 micro-batches into epoch 3)"
+            in resumed.stdout)
+    assert_same_as_reference(run_dir, reference)  # the step-6 record rewritten once, losses bit-identical
+    # Epoch checkpoints supersede mid-epoch ones: epoch 4's step-2 and step-4 checkpoints are gone too.
+    assert epochs_on_disk(run_dir) == ["epoch_001", "epoch_002", "epoch_003", "epoch_004"]
+
+
 def test_same_config_and_seed_give_identical_losses_and_overwrite_starts_afresh(reference, tmp_path):
     ref_dir, _ = reference
     shutil.copytree(ref_dir, tmp_path / RUN)
@@ -208,7 +228,7 @@ def test_a_checkpoint_is_never_written_from_a_nan_prompt_or_loss(tiny, tmp_path)
     model = SoftPromptModel(base, torch.zeros(4, base.config.n_embd))
     optimizer = torch.optim.AdamW([model.prompt])
     good = save_checkpoint(tmp_path, 1, 6, model, optimizer, {}, {}, extra={"train_loss": 1.0, "val_loss": 2.0})
-    with pytest.raises(SoftPromptError, match=r"epoch 2: val_loss nan; .*epoch_001, is kept"):
+    with pytest.raises(SoftPromptError, match=r"epoch_002: val_loss nan; the run stopped without saving it .*epoch_001, is kept"):
         save_checkpoint(tmp_path, 2, 12, model, optimizer, {}, {}, extra={"train_loss": 1.0, "val_loss": float("nan")})
     with torch.no_grad():
         model.prompt[0, 0] = float("inf")

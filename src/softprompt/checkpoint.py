@@ -5,7 +5,15 @@
         prompt.json                base model, sizes, init, task, epoch
         trainer_state.safetensors  AdamW moments and step, RNG states
         trainer_state.json         epoch, global step, config, SHA-256 of both tensor files
+    checkpoints/<run>/epoch_003_step_000250/   the same, 250 micro-batches into the 4th epoch
     checkpoints/<run>/latest       the name of the newest complete checkpoint
+
+epoch_NNN holds the state after NNN epochs; epoch_NNN_step_MMMMMM (written
+every train.save_every_steps optimizer steps) the state MMMMMM micro-batches
+into the next epoch, named as the log line of that moment ("Epoch: 3 | Step:
+250"). Only the newest of those mid-epoch checkpoints is kept: each one, and
+each epoch checkpoint, deletes the mid-epoch checkpoints it supersedes.
+
 
 A checkpoint is written under a temporary name, flushed to disk and then
 renamed, and `latest` moves only after that, so a crash at any moment leaves
@@ -22,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -68,13 +77,21 @@ def crash_point(name: str) -> None:
     os._exit(137)
 
 
-def epoch_dir(run_dir: Path, epoch: int) -> Path:
-    return run_dir / f"epoch_{epoch:03d}"
+_NAME = re.compile(r"epoch_(\d{3,})(?:_step_(\d{6,}))?")
 
 
-def epoch_of(ckpt: Path) -> int:
-    """epoch_012 -> 12 (numerically, so epoch_1000 sorts after epoch_999)."""
-    return int(ckpt.name.split("_", 1)[1])
+def checkpoint_dir(run_dir: Path, epoch: int, micro_batch: int = 0) -> Path:
+    """epoch_<epochs done>, or epoch_<epochs done>_step_<micro-batches into the next epoch>."""
+    return run_dir / (f"epoch_{epoch:03d}" + (f"_step_{micro_batch:06d}" if micro_batch else ""))
+
+
+def position(ckpt: Path) -> tuple[int, int] | None:
+    """(epochs done, micro-batches into the next epoch) from a checkpoint's name; None if not one.
+
+    Numeric, so epoch_1000 sorts after epoch_999 and epoch_002_step_000005 between epoch_002 and epoch_003.
+    """
+    m = _NAME.fullmatch(ckpt.name)
+    return (int(m[1]), int(m[2] or 0)) if m else None
 
 
 def sha256(path: Path) -> str:
@@ -121,26 +138,28 @@ def save_checkpoint(
     config: dict[str, Any],
     prompt_meta: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    micro_batch: int = 0,
 ) -> Path:
-    """Write epoch_<epoch>/ atomically and point `latest` at it.
+    """Write epoch_<epoch>/ (or epoch_<epoch>_step_<micro_batch>/) atomically and point `latest` at it.
 
     Refuses (SoftPromptError) when the prompt or a loss in `extra` is NaN or
-    infinite, so the last good checkpoint stays the newest one.
+    infinite, so the last good checkpoint stays the newest one. Afterwards
+    deletes the mid-epoch checkpoints older than this one.
     """
-    final = epoch_dir(run_dir, epoch)
+    final = checkpoint_dir(run_dir, epoch, micro_batch)
     problem = nonfinite_problem(model, {k: v for k, v in (extra or {}).items() if k.endswith("loss")})
     if problem:
         last = latest_checkpoint(run_dir, warn=lambda msg: None)
         kept = f"the last good checkpoint, {last}, is kept" if last else "no checkpoint was written"
         raise SoftPromptError(
-            f"epoch {epoch}: {problem}; the run stopped without saving {final.name} and {kept}. "
+            f"{final.name}: {problem}; the run stopped without saving it and {kept}. "
             "Lower train.lr, or resume from the last good checkpoint"
         )
     tmp = run_dir / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
 
-    model.save_prompt(tmp, **prompt_meta, epoch=epoch)
+    model.save_prompt(tmp, **prompt_meta, epoch=epoch, **({"micro_batch": micro_batch} if micro_batch else {}))
     tensors, optim_meta = _optimizer_tensors(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
@@ -150,6 +169,7 @@ def save_checkpoint(
     crash_point("checkpoint")
     meta = {
         "epoch": epoch,
+        "micro_batch": micro_batch,
         "global_step": global_step,
         "optimizer": optim_meta,
         "config": config,
@@ -166,6 +186,10 @@ def save_checkpoint(
     _fsync(run_dir)
     crash_point("latest")
     write_text_atomic(run_dir / LATEST, final.name + "\n")
+    here = position(final)
+    for old in checkpoints(run_dir):
+        if position(old)[1] and position(old) < here:  # a mid-epoch checkpoint this one supersedes
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -202,11 +226,11 @@ def verify(ckpt: Path) -> str | None:
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
-    """Complete-looking epoch_* folders, oldest first."""
+    """Complete-looking checkpoint folders (epoch_*), oldest first."""
     if not run_dir.is_dir():
         return []
-    found = [p for p in run_dir.glob("epoch_*") if p.is_dir() and p.name[6:].isdigit()]
-    return sorted(found, key=epoch_of)
+    found = [p for p in run_dir.glob("epoch_*") if p.is_dir() and position(p) is not None]
+    return sorted(found, key=position)
 
 
 def _stderr(msg: str) -> None:

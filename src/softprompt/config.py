@@ -164,6 +164,8 @@ class TrainConfig:
     epochs: int = 10
     save_every: int = 3
     """Checkpoint every N epochs, and always after the last."""
+    save_every_steps: int | None = None
+    """Also checkpoint every N optimizer steps inside an epoch (null: never); only the newest such is kept."""
     log_every: int = 500
     """Print a step line every N micro-batches within an epoch."""
     eval_batch_size: int = 8
@@ -197,6 +199,8 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum_steps", "epochs", "save_every", "log_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 out.append(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if self.save_every_steps is not None and self.save_every_steps < 1:
+            out.append(f"train.save_every_steps must be at least 1 (or null), got {self.save_every_steps}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             out.append(f"train.max_grad_norm must be positive (or null for no clipping), got {self.max_grad_norm}")
         if self.warmup_steps < 0:

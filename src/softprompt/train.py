@@ -5,8 +5,10 @@
 Per epoch: a seeded batch order; per micro-batch: forward, backward; per
 optimizer step: learning rate, clip, step; step lines every `log_every`
 micro-batches; at the end of the epoch: average train and validation loss,
-and a checkpoint every `save_every` epochs and after the last. Log lines go to
-stdout in the reference format and, as JSON, to <run>/log.jsonl.
+and a checkpoint every `save_every` epochs and after the last (and, with
+`save_every_steps`, one inside the epoch every that many optimizer steps, from
+which --resume continues mid-epoch exactly). Log lines go to stdout in the
+reference format and, as JSON, to <run>/log.jsonl.
 """
 
 from __future__ import annotations
@@ -119,25 +121,32 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
     return out
 
 
-def _truncate_log(path: Path, epochs_done: int) -> None:
-    """Drop log records the crashed run wrote after the checkpoint we resume from."""
+def _truncate_log(path: Path, epochs_done: int, micro_batches: int = 0) -> None:
+    """Drop log records the crashed run wrote after the checkpoint we resume from.
+
+    The checkpoint holds `epochs_done` epochs and `micro_batches` of the next; step records carry the
+    0-based epoch they were in, epoch records the 1-based number of the epoch they close.
+    """
     if not path.is_file():
         return
     keep = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+            if rec.get("type") == "epoch":
+                kept = rec["epoch"] <= epochs_done
+            else:
+                kept = (rec["epoch"], rec["step"]) <= (epochs_done, micro_batches)
+        except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line cut short by the crash
-        limit = epochs_done if rec.get("type") == "epoch" else epochs_done - 1
-        if rec.get("epoch", 0) <= limit:
+        if kept:
             keep.append(line)
     write_text_atomic(path, "".join(k + "\n" for k in keep))
 
 
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """Each epoch (and rank) reseeds torch, so a resumed run draws the same dropout masks."""
-    return seed * 1_000_003 + epoch * 1_009 + rank
+def batch_seed(seed: int, epoch: int, micro_batch: int, rank: int) -> int:
+    """Each micro-batch (and rank) reseeds torch, so a run resumed at any checkpoint draws the same dropout masks."""
+    return (((seed * 1_000_003 + epoch) * 1_000_033 + micro_batch) * 1_009 + rank) % 2**63
 
 
 def train(
@@ -200,7 +209,7 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
     steps_per_epoch = math.ceil(micro_batches / accum) if not d.enabled else micro_batches // (accum * d.world)
     total_steps = steps_per_epoch * cfg.train.epochs
 
-    start_epoch, global_step = 0, 0
+    start_epoch, start_micro, global_step, progress = 0, 0, 0, {}
     log_path = run_dir / LOG_FILE
     if resume:
         ckpt = find_resume_checkpoint(run_dir, warn)
@@ -209,11 +218,13 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
         else:
             meta = load_trainer_state(ckpt, model, optimizer)
             start_epoch, global_step = meta["epoch"], meta["global_step"]
+            start_micro, progress = meta.get("micro_batch", 0), meta.get("progress", {})
             for diff in config_differences(meta.get("config", {}), cfg.to_dict()):
                 warn(f"warning: config differs from the checkpoint ({diff}); the current config is used")
-            say(f"Resuming from {ckpt} (epoch {start_epoch}, step {global_step})")
+            into = f", {start_micro} micro-batches into epoch {start_epoch + 1}" if start_micro else ""
+            say(f"Resuming from {ckpt} (epoch {start_epoch}, step {global_step}{into})")
         if d.main:
-            _truncate_log(log_path, start_epoch)
+            _truncate_log(log_path, start_epoch, start_micro)
     if d.main:
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
     prompt_meta = {
@@ -236,24 +247,38 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
                 "its last checkpoint is kept. Lower train.lr, or set train.on_nonfinite: skip"
             )
 
+    def save_mid_epoch(epoch: int, done: int, sums: dict[str, Any]) -> None:
+        """Checkpoint `done` micro-batches into the epoch, with the running sums its log lines need."""
+        # Ranks sum their own losses; the checkpoint keeps the total (rank 0 takes it up on resume).
+        sums = {k: distributed.all_sum(v, d).item() if torch.is_tensor(v) else v for k, v in sums.items()}
+        if d.main:
+            path = save_checkpoint(run_dir, epoch, global_step, model, optimizer, cfg.to_dict(), prompt_meta,
+                                   extra={"progress": sums, "softprompt_version": __version__}, micro_batch=done)
+            say(f"Saved checkpoint {path}")
+        distributed.barrier(d)
+
+    every_steps = cfg.train.save_every_steps
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
-        torch.manual_seed(epoch_seed(cfg.train.seed, epoch, d.rank))
         order = batch_order(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.data.group_by_length)
         batches, dropped = distributed.shard(order, d, accum)
         if dropped and epoch == start_epoch:
             warn(f"note: {dropped} micro-batch(es) per epoch left out: they do not fill a global batch of "
                  f"{d.world} ranks x {accum} accumulation steps")
+        first = start_micro if epoch == start_epoch else 0  # a mid-epoch checkpoint resumes here
+        restored = progress if first else {}
+        own = d.main  # only one rank carries the restored loss sums, so their all-reduce counts them once
         # Losses are summed on the device; .item() (a host sync) only when a line is printed.
-        epoch_sum = torch.zeros((), device=device)
-        window_sum = torch.zeros((), device=device)
-        window_n, counted, skipped = 0, 0, 0
+        epoch_sum = torch.tensor(restored.get("epoch_sum", 0.0) if own else 0.0, device=device)
+        window_sum = torch.tensor(restored.get("window_sum", 0.0) if own else 0.0, device=device)
+        window_n, counted, skipped = (int(restored.get(k, 0)) for k in ("window_n", "counted", "skipped"))
         first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step of the first NaN/inf
         bar = tqdm(
-            total=len(batches), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
-            disable=True if (quiet or not d.main) else None,
+            total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+            dynamic_ncols=True, disable=True if (quiet or not d.main) else None,
         )
-        for i, batch in enumerate(iter_batches(train_ds, batches, pad_id)):
+        for i, batch in enumerate(iter_batches(train_ds, batches[first:], pad_id), start=first):
+            torch.manual_seed(batch_seed(cfg.train.seed, epoch, i, d.rank))
             group_start = (i // accum) * accum
             group_size = min(accum, len(batches) - group_start)
             last_of_group = i + 1 == group_start + group_size
@@ -301,6 +326,10 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
                 log({"type": "step", "epoch": epoch, "step": i + 1, "global_step": global_step, "loss": step_loss, "lr": lr})
                 window_sum.zero_()
                 window_n = 0
+            if last_of_group and every_steps and global_step % every_steps == 0 and i + 1 < len(batches):
+                stop_if_nonfinite(first_bad, epoch)  # never checkpoint past a NaN
+                save_mid_epoch(epoch, i + 1, dict(epoch_sum=epoch_sum, window_sum=window_sum, window_n=window_n,
+                                                  counted=counted, skipped=skipped))
         bar.close()
         stop_if_nonfinite(first_bad, epoch)
 
