@@ -78,7 +78,7 @@ def test_all_problems_reported_together_with_file_and_keys(tmp_path):
     assert "train.epochs: must be an integer" in text
     assert "train.lr must be positive, got 0.0" in text
     assert "train.batch_size must be at least 1, got 0" in text
-    assert "4 problem(s)" in text
+    assert "4 problems in the config" in text
 
 
 @pytest.mark.parametrize("body, message", [

@@ -298,9 +298,11 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
     run_name = raw.get("run_name")
     if run_name is not None and (not isinstance(run_name, str) or not run_name or "/" in run_name or run_name in (".", "..")):
         problems.append(f"run_name must be a non-empty name without '/', got {run_name!r}")
-    if problems:
+    if len(problems) == 1:
+        raise ConfigError(f"{source}: {problems[0]}")
+    if problems:  # all of them at once, so one edit fixes the file
         listing = "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(f"{source}: {len(problems)} problem(s) in the config:\n{listing}")
+        raise ConfigError(f"{source}: {len(problems)} problems in the config:\n{listing}")
     return Config(
         task=raw["task"],
         run_name=run_name or default_run_name(source),
