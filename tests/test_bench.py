@@ -5,7 +5,7 @@ import json
 
 from conftest import run_script
 
-from softprompt.bench import CANDIDATES, ROWS
+from softprompt.bench import ABLATIONS, ROWS
 
 
 def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
@@ -17,7 +17,7 @@ def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
 
     assert set(results["training"]) == {"reference", "throughput"}
     for shape in results["training"].values():
-        assert set(shape["rows"]) == set(ROWS + CANDIDATES)
+        assert set(shape["rows"]) == set(ROWS + ABLATIONS)
         for row in shape["rows"].values():
             assert {"step_s", "tokens_per_s", "forward_s", "backward_s", "optimizer_s", "trainable_params"} <= set(row)
         assert shape["peft_sanity"]["ok"]  # ours and PEFT computed the same loss on the first batch

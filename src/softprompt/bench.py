@@ -47,17 +47,16 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, hub
 from .config import Precision
 from .data import generation_batch, training_batch
-from . import hub
 from .errors import SoftPromptError
 from .model import SoftPromptModel, init_prompt
 from .train import autocast, pick_device
 
 ROWS = ("ours/fp32", "peft/fp32", "forward/fp32", "full/fp32", "lora/fp32", "ours/bf16", "peft/bf16", "forward/bf16")
-CANDIDATES = ("ours-gelunew/fp32",)
-"""Rows that split a library default into its parts (see build_variant); kept out of the targets."""
+ABLATIONS = ("ours-gelunew/fp32",)
+"""Rows that switch one library default off, to show what it adds (see build_variant); kept out of the targets."""
 TRAINED = ("ours", "peft", "full", "lora", "ours-gelunew")
 SANITY_TOLERANCE = 1e-4
 MEMORY_MARK = "BENCH_MEMORY "
@@ -122,7 +121,7 @@ class Plan:
 def make_plan(mode: str = "full", steps: int | None = None, repeats: int | None = None) -> Plan:
     """The plan for mode full | quick | tiny, with optional overrides of steps and repeats."""
     reference, throughput = Shape("reference", 2, 400, 64), Shape("throughput", 8, 400, 64)
-    every = {reference.name: ROWS + CANDIDATES, throughput.name: ROWS + CANDIDATES}
+    every = {reference.name: ROWS + ABLATIONS, throughput.name: ROWS + ABLATIONS}
     if mode == "full":
         plan = Plan(
             mode, {}, (reference, throughput), every, warmup={reference.name: 1, throughput.name: 1}, repeats=3,
@@ -136,12 +135,12 @@ def make_plan(mode: str = "full", steps: int | None = None, repeats: int | None 
         # generation on 8 of the 32 examples.
         rows = {
             reference.name: ("ours/fp32", "lora/fp32", "ours/bf16", "peft/bf16", "forward/bf16"),
-            throughput.name: ("ours/fp32", "peft/fp32", "forward/fp32", "full/fp32", *CANDIDATES),
+            throughput.name: ("ours/fp32", "peft/fp32", "forward/fp32", "full/fp32", *ABLATIONS),
         }
         plan = Plan(
             mode, {}, (reference, throughput), rows, warmup={reference.name: 1, throughput.name: 0}, repeats=1,
             steps=1, memory_shape=reference.name, memory_steps=1,
-            memory_rows=("ours/fp32", "peft/fp32", "full/fp32", "lora/fp32", *CANDIDATES),
+            memory_rows=("ours/fp32", "peft/fp32", "full/fp32", "lora/fp32", *ABLATIONS),
             gen_examples=8, gen_batch=8, gen_new_tokens=64, gen_source=400, gen_repeats=1, naive_examples=1,
         )
     elif mode == "tiny":
@@ -422,7 +421,7 @@ def bench_training(plan: Plan, shape: Shape, base: nn.Module, prompt: torch.Tens
             abs(a - b) for a, b in zip(by_row["ours/fp32"].losses, by_row["peft/fp32"].losses)
         )
         out["peft_sanity"] = sanity
-    for row in CANDIDATES:
+    for row in ABLATIONS:
         if row in by_row and "ours/fp32" in by_row:
             out["rows"][row]["max_abs_loss_diff_vs_ours"] = max(
                 abs(a - b) for a, b in zip(by_row[row].losses, by_row["ours/fp32"].losses)
@@ -776,7 +775,7 @@ def render_markdown(r: dict) -> str:
                 f"| {row} | {x['trainable_params']:,} | {x['step_s']:.3f} | {_num(x['tokens_per_s'])} | "
                 f"{x['forward_s']:.3f} | {x['backward_s']:.3f} | {x['optimizer_s']:.3f} | {rel} |"
             )
-        for row in CANDIDATES:
+        for row in ABLATIONS:
             if row in rows and ours:
                 lines += ["", f"{row} is ours with `model.fused_gelu: false`: GPT-2's gelu_new as loaded (eight "
                           "element-wise ops) instead of the same function as one op, F.gelu(approximate='tanh'), "

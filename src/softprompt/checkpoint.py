@@ -14,7 +14,6 @@ into the next epoch, named as the log line of that moment ("Epoch: 3 | Step:
 250"). Only the newest of those mid-epoch checkpoints is kept: each one, and
 each epoch checkpoint, deletes the mid-epoch checkpoints it supersedes.
 
-
 A checkpoint is written under a temporary name, flushed to disk and then
 renamed, and `latest` moves only after that, so a crash at any moment leaves
 either the old checkpoint or the new one, never half of one. Each checkpoint
