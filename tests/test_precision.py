@@ -4,30 +4,26 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_script
 from softprompt.config import Precision, load_config
 from softprompt.model import SoftPromptModel, build_model
-from softprompt.train import autocast
+from softprompt.train import autocast, train
 
-ARGS = ["--config", "configs/smoke/sum.yaml", "--quiet", "--set", "train.precision=bf16",
-        "--set", "train.save_every=1", "--set", "data.max_train_examples=8", "--set", "data.max_eval_examples=4"]
+SETS = ["train.precision=bf16", "train.save_every=1", "data.max_train_examples=8", "data.max_eval_examples=4"]
 
 
-def _train_losses(stdout):
-    return [float(l.rsplit(" ", 1)[1]) for l in stdout.splitlines() if "Average train loss" in l]
+def _train(out, epochs, resume=False):
+    """The bf16 smoke run in this process; returns its epoch train losses."""
+    lines = []
+    cfg = load_config("configs/smoke/sum.yaml", [*SETS, f"train.epochs={epochs}", f"train.output_dir={out}"])
+    train(cfg, resume=resume, quiet=True, echo=lines.append, results_dir=None)
+    return [float(l.rsplit(" ", 1)[1]) for l in lines if "Average train loss" in l]
 
 
 def test_bf16_smoke_run_trains_resumes_exactly_and_loads_in_fp32(tmp_path):
-    full = run_script("train.py", *ARGS, "--set", "train.epochs=3", "--set", f"train.output_dir={tmp_path / 'full'}")
-    assert full.returncode == 0, full.stderr
-    losses = _train_losses(full.stdout)
+    losses = _train(tmp_path / "full", 3)
     assert len(losses) == 3 and losses[-1] < losses[0]
-
-    part = run_script("train.py", *ARGS, "--set", "train.epochs=1", "--set", f"train.output_dir={tmp_path / 'part'}")
-    assert part.returncode == 0, part.stderr
-    resumed = run_script("train.py", *ARGS, "--set", "train.epochs=3", "--set", f"train.output_dir={tmp_path / 'part'}",
-                         "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    _train(tmp_path / "part", 1)
+    _train(tmp_path / "part", 3, resume=True)
     a = load_file(str(tmp_path / "full" / "smoke-sum" / "epoch_003" / "prompt.safetensors"))["prompt"]
     b = load_file(str(tmp_path / "part" / "smoke-sum" / "epoch_003" / "prompt.safetensors"))["prompt"]
     assert a.dtype == torch.float32 and torch.equal(a, b)  # the prompt stays fp32; bf16 resume is exact too

@@ -148,7 +148,7 @@ def test_killed_five_times_and_resumed_ends_bit_identical(reference, tmp_path):
     assert_same_as_reference(run_dir, reference)
 
 
-def test_killed_mid_epoch_resumes_from_the_mid_epoch_checkpoint_bit_identical(reference, tmp_path):
+def test_killed_mid_epoch_resumes_from_the_mid_epoch_checkpoint_bit_identical(reference, tmp_path, capsys):
     """train.save_every_steps=2: a kill inside epoch 3 loses only the micro-batches after its last checkpoint."""
     run_dir = tmp_path / RUN
     steps = ("--set", "train.save_every_steps=2")
@@ -159,10 +159,9 @@ def test_killed_mid_epoch_resumes_from_the_mid_epoch_checkpoint_bit_identical(re
     assert latest_checkpoint(run_dir) == run_dir / "epoch_002_step_000004"
     assert ("step", 2, 6) in [r[:3] for r in losses(run_dir)]  # logged by the killed run, after the checkpoint
 
-    resumed = train(tmp_path, "--resume", *steps)
-    assert resumed.returncode == 0, resumed.stderr
+    train_here(tmp_path, "train.save_every_steps=2", resume=True)  # in this process: one interpreter start less
     assert (f"Resuming from {run_dir / 'epoch_002_step_000004'} (epoch 2, step 16, 4 micro-batches into epoch 3)"
-            in resumed.stdout)
+            in capsys.readouterr().out)
     assert_same_as_reference(run_dir, reference)  # the step-6 record rewritten once, losses bit-identical
     # Epoch checkpoints supersede mid-epoch ones: epoch 4's step-2 and step-4 checkpoints are gone too.
     assert epochs_on_disk(run_dir) == ["epoch_001", "epoch_002", "epoch_003", "epoch_004"]

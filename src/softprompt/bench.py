@@ -677,6 +677,14 @@ def targets(results: dict) -> list[dict]:
 
 def run_bench(plan: Plan, out_dir: str | Path, device: str = "auto", command: str = "", log=print) -> dict:
     """Run every part of the plan and write bench.json and bench.md into out_dir."""
+    threads = torch.get_num_threads()
+    try:
+        return _run_bench(plan, out_dir, device, command, log)
+    finally:
+        torch.set_num_threads(threads)  # the caller's later work (tests in the same process) keeps its threads
+
+
+def _run_bench(plan: Plan, out_dir: str | Path, device: str, command: str, log) -> dict:
     started = time.time()
     dev = pick_device(device)
     if plan.threads:
