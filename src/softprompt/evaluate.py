@@ -550,6 +550,7 @@ def _check_one_base(cfgs: dict[str, Config]) -> None:
     fields = {
         "model.name_or_path": lambda c: c.model.name_or_path,
         "model.revision": lambda c: c.model.revision,
+        "model.fused_gelu": lambda c: c.model.fused_gelu,
         "train.device": lambda c: c.train.device,
         "train.precision": lambda c: c.train.precision.value,
     }
