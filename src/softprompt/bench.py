@@ -47,10 +47,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import __version__, hub
+from . import __version__
 from .config import Precision
 from .data import generation_batch, training_batch
 from .errors import SoftPromptError
+from .hub import fuse_gelu
 from .model import SoftPromptModel, init_prompt
 from .train import autocast, pick_device
 
@@ -325,12 +326,6 @@ def build_variant(row: str, base: nn.Module, prompt: torch.Tensor, plan: Plan, o
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = None if method == "forward" else torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
     return Variant(row, model, run, optimizer, sum(p.numel() for p in params), Precision(precision))
-
-
-def fuse_gelu(base: nn.Module) -> nn.Module:
-    """`base` as the library loads it by default (hub.fuse_gelu), in place."""
-    hub.fuse_gelu(base)
-    return base
 
 
 def _clock(device: torch.device) -> float:

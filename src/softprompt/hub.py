@@ -84,8 +84,8 @@ def load_base(cfg: ModelConfig):
     return base, tokenizer
 
 
-def fuse_gelu(base: nn.Module) -> int:
-    """Swap every gelu_new module of `base` for the fused tanh GELU, in place; returns how many were swapped.
+def fuse_gelu(base: nn.Module) -> nn.Module:
+    """Swap every gelu_new module of `base` for the fused tanh GELU, in place; returns `base`.
 
     gelu_new computes 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) in eight element-wise ops, each keeping a
     [B, L, 4H] tensor for the backward pass; F.gelu(approximate="tanh") is the same formula as one op that keeps
@@ -101,7 +101,7 @@ def fuse_gelu(base: nn.Module) -> int:
                 swapped += 1
     if swapped and getattr(base.config, "activation_function", None) == "gelu_new":
         base.config.activation_function = "gelu_pytorch_tanh"  # what the modules now are, should it be saved
-    return swapped
+    return base
 
 
 def context_window(base) -> int:
