@@ -3,7 +3,7 @@
     checkpoints/<run>/epoch_003/
         prompt.safetensors         the trained prompt [P, H]      (what evaluation loads)
         prompt.json                base model, sizes, init, task, epoch
-        trainer_state.safetensors  AdamW moments and step, RNG states
+        trainer_state.safetensors  AdamW moments and step (no RNG state: training reseeds torch per micro-batch)
         trainer_state.json         epoch, global step, config, SHA-256 of both tensor files
     checkpoints/<run>/epoch_003_step_000250/   the same, 250 micro-batches into the 4th epoch
     checkpoints/<run>/latest       the name of the newest complete checkpoint
@@ -160,10 +160,6 @@ def save_checkpoint(
 
     model.save_prompt(tmp, **prompt_meta, epoch=epoch, **({"micro_batch": micro_batch} if micro_batch else {}))
     tensors, optim_meta = _optimizer_tensors(optimizer)
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = state
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATE_FILE))
     crash_point("checkpoint")
     meta = {
@@ -258,7 +254,7 @@ find_resume_checkpoint = latest_checkpoint  # what --resume starts from is what 
 
 
 def load_trainer_state(ckpt: Path, model: SoftPromptModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore prompt, optimizer and RNG state; returns the checkpoint's metadata."""
+    """Restore prompt and optimizer state; returns the checkpoint's metadata."""
     problem = verify(ckpt)
     if problem:
         raise SoftPromptError(f"cannot resume: {problem}")
@@ -280,8 +276,4 @@ def load_trainer_state(ckpt: Path, model: SoftPromptModel, optimizer: torch.opti
         optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     except (ValueError, KeyError) as err:
         raise SoftPromptError(f"{ckpt}: optimizer state does not fit this run ({err})") from err
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
     return meta
