@@ -15,7 +15,7 @@ from conftest import ROOT
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError, run_cli
 from softprompt.evaluate import _mixed_batches, evaluate, evaluate_all, summary_line
-from softprompt.inspection import resolve_prompt_dir
+from softprompt.checkpoint import resolve_prompt_dir
 from softprompt.model import read_prompt
 from softprompt.train import train
 

@@ -53,7 +53,7 @@ from .data import generation_batch, training_batch
 from .errors import SoftPromptError
 from .hub import fuse_gelu
 from .model import SoftPromptModel, init_prompt
-from .train import autocast, pick_device
+from .devices import autocast, pick_device
 
 ROWS = ("ours/fp32", "peft/fp32", "forward/fp32", "full/fp32", "lora/fp32", "ours/bf16", "peft/bf16", "forward/bf16")
 ABLATIONS = ("ours-gelunew/fp32",)

@@ -253,6 +253,16 @@ def latest_checkpoint(run_dir: Path, warn: Callable[[str], None] = _stderr) -> P
 find_resume_checkpoint = latest_checkpoint  # what --resume starts from is what evaluation reads
 
 
+def resolve_prompt_dir(path: str | Path) -> Path:
+    """A checkpoint folder as given, or a run folder's latest checkpoint."""
+    path = Path(path)
+    if path.is_dir() and not (path / PROMPT_FILE).is_file():
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            return latest
+    return path
+
+
 def load_trainer_state(ckpt: Path, model: SoftPromptModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore prompt and optimizer state; returns the checkpoint's metadata."""
     problem = verify(ckpt)

@@ -24,8 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from .config import Config
-from .errors import SoftPromptError
-from .hub import first_line, offline_message
+from .errors import SoftPromptError, offline_message
 from .tasks import Task, get_task, record_problem
 
 SPLITS = ("train", "validation", "test")

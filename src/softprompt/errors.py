@@ -12,6 +12,32 @@ import sys
 from collections.abc import Callable
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's first line (library messages run to many), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def offline_message(what: str, ident: str, err: Exception) -> str:
+    """One paragraph: which model or dataset id could not be loaded, why, and how to work offline."""
+    reason = first_line(err)
+    if what == "dataset":
+        options = (
+            "use local JSON Lines files in the Hub schema (data.files: {train: ..., validation: ...}, as in "
+            "configs/smoke/*.yaml); or set HF_HUB_OFFLINE=1 with the datasets cache already holding it"
+        )
+    else:
+        options = (
+            "point model.name_or_path to a local directory saved with save_pretrained; or set HF_HUB_OFFLINE=1 "
+            "with the Hugging Face cache already holding it; or try the pipeline on the built-in model with "
+            "configs/smoke/*.yaml (model.name_or_path: builtin:tiny-gpt2)"
+        )
+    return (
+        f"could not load {what} '{ident}' ({reason}). The Hugging Face Hub could not be reached, or has no such "
+        f"id. To work offline: {options}."
+    )
+
+
 class SoftPromptError(Exception):
     """A user-facing error: the message says what is wrong and where."""
 

@@ -68,17 +68,16 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import STATE_META, latest_checkpoint, verify
+from .checkpoint import STATE_META, latest_checkpoint, resolve_prompt_dir, verify
 from .config import TASKS, Config, Precision
 from .data import generation_batch, load_task_data
 from .errors import SoftPromptError
 from .hub import context_window
-from .inspection import resolve_prompt_dir
 from .metrics import score
 from .model import SoftPromptModel, build_model, read_prompt
 from .multi import MultiPromptModel, ensemble_generate, load_prompts
 from .tasks import Task, get_task
-from .train import autocast, pick_device
+from .devices import autocast, pick_device
 
 BASELINES = ("hard", "none")
 TX_LENGTH_RATIO = 1.5

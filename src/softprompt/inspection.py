@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import STATE_META, latest_checkpoint
+from .checkpoint import STATE_META, resolve_prompt_dir
 from .config import ModelConfig, PromptInit
 from .errors import SoftPromptError
 from .hub import load_base
-from .model import PROMPT_FILE, init_prompt, read_prompt
+from .model import init_prompt, read_prompt
 
 
 @dataclass
@@ -50,16 +50,6 @@ class PromptReport:
     vocab_norm: float
     """Mean L2 norm of the vocabulary embeddings, for scale."""
     vectors: list[VectorReport] = field(default_factory=list)
-
-
-def resolve_prompt_dir(path: str | Path) -> Path:
-    """A checkpoint folder as given, or a run folder's latest checkpoint."""
-    path = Path(path)
-    if path.is_dir() and not (path / PROMPT_FILE).is_file():
-        latest = latest_checkpoint(path)
-        if latest is not None:
-            return latest
-    return path
 
 
 def inspect_prompt(path: str | Path, k: int = 5) -> PromptReport:

@@ -33,6 +33,7 @@ from .checkpoint import (
     LATEST, checkpoints, crash_point, find_resume_checkpoint, load_trainer_state, save_checkpoint, write_text_atomic,
 )
 from .config import Config, NonFinite, Precision, Schedule
+from .devices import autocast, pick_device
 from .data import batch_order, iter_batches, lengths_of, load_task_data
 from .errors import SoftPromptError
 from .hub import context_window
@@ -40,22 +41,6 @@ from .model import SoftPromptModel, build_model
 from .plots import LOG_FILE, plot_losses
 
 CONFIG_FILE = "config.yaml"
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SoftPromptError(f"train.device is '{name}' but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: Precision):
-    """bf16/fp16 autocast for the frozen model's matmuls; fp32 runs unchanged."""
-    if precision is Precision.FP32:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision is Precision.BF16 else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def lr_at(step: int, cfg: Config, total_steps: int) -> float:
