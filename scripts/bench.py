@@ -8,15 +8,18 @@
 Results go to results/bench.md and results/bench.json (--out to change).
 
 Offline: the model is GPT2LMHeadModel(GPT2Config()) with seeded random weights.
-Uses CUDA when present. Needs peft (pip install -e ".[dev]").
+Uses CUDA when present. Needs peft (pip install -e ".[dev]"); the harness is benchmarks/, outside the library.
 """
 
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
-from softprompt.bench import make_plan, run_bench
-from softprompt.errors import run_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside scripts/, not installed
+
+from benchmarks.harness import make_plan, run_bench  # noqa: E402
+from softprompt.errors import run_cli  # noqa: E402
 
 
 def main(argv=None):

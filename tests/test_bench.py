@@ -5,7 +5,7 @@ import json
 
 from conftest import run_script
 
-from softprompt.bench import ABLATIONS, ROWS
+from benchmarks.harness import ABLATIONS, ROWS
 
 
 def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):

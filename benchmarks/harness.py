@@ -47,13 +47,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import __version__
-from .config import Precision
-from .data import generation_batch, training_batch
-from .errors import SoftPromptError
-from .hub import fuse_gelu
-from .model import SoftPromptModel, init_prompt
-from .devices import autocast, pick_device
+from softprompt import __version__
+from softprompt.config import Precision
+from softprompt.data import generation_batch, training_batch
+from softprompt.devices import autocast, pick_device
+from softprompt.errors import SoftPromptError
+from softprompt.hub import fuse_gelu
+from softprompt.model import SoftPromptModel, init_prompt
 
 ROWS = ("ours/fp32", "peft/fp32", "forward/fp32", "full/fp32", "lora/fp32", "ours/bf16", "peft/bf16", "forward/bf16")
 ABLATIONS = ("ours-gelunew/fp32",)
@@ -61,6 +61,7 @@ ABLATIONS = ("ours-gelunew/fp32",)
 TRAINED = ("ours", "peft", "full", "lora", "ours-gelunew")
 SANITY_TOLERANCE = 1e-4
 MEMORY_MARK = "BENCH_MEMORY "
+ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = dict(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=512, bos_token_id=511, eos_token_id=511)
 
 
@@ -521,8 +522,10 @@ def memory_child(spec_json: str) -> None:
 def bench_memory(plan: Plan, device: torch.device, log) -> dict:
     rows = plan.memory_rows or [r for r in plan.rows[plan.memory_shape] if r.split("/")[0] in TRAINED]
     plan_dict = {**asdict(plan), "shapes": [asdict(s) for s in plan.shapes]}
-    code = "import sys; from softprompt.bench import memory_child; memory_child(sys.argv[1])"
-    cmds = {r: [sys.executable, "-c", code, json.dumps({"plan": plan_dict, "row": r, "device": str(device)})] for r in rows}
+    # The child finds this package from the repository root: benchmarks/ is not installed with the library.
+    code = "import sys; sys.path.insert(0, sys.argv[2]); from benchmarks.harness import memory_child; memory_child(sys.argv[1])"
+    spec = {r: json.dumps({"plan": plan_dict, "row": r, "device": str(device)}) for r in rows}
+    cmds = {r: [sys.executable, "-c", code, spec[r], str(ROOT)] for r in rows}
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     log(f"[memory] {len(rows)} fresh subprocesses at the {plan.memory_shape} shape, {plan.memory_steps} step(s) each")
     if plan.memory_parallel:
@@ -711,112 +714,8 @@ def _run_bench(plan: Plan, out_dir: str | Path, device: str, command: str, log) 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    from .markdown import render_markdown  # imported here: markdown imports this module's row names
+
     (out_dir / "bench.md").write_text(render_markdown(results), encoding="utf-8")
     say(f"wrote {out_dir / 'bench.md'} and {out_dir / 'bench.json'} in {results['wall_s']:.0f} s")
     return results
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:,.0f} MiB"
-
-
-def _num(x: float) -> str:
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
-
-
-def _load(m: dict) -> str:
-    """Other processes share the cores on a developer machine: say how busy it was."""
-    if not m.get("load_average_start"):
-        return ""
-    during = m.get("load_average_during") or {}
-    text = f" Load average (1 min) {m['load_average_start'][0]:.1f} at the start"
-    if during:
-        text += f", {during['median']:.1f} median and {during['max']:.1f} at most during the run"
-    busy = max(during.get("max", 0), m["load_average_start"][0]) > m["torch_threads"] + 0.5
-    return text + (" (above the thread count: other processes shared the cores)." if busy else ".")
-
-
-def render_markdown(r: dict) -> str:
-    m, plan = r["machine"], r["plan"]
-    lines = [
-        "# Benchmark: prompt tuning vs PEFT, LoRA and full fine-tuning",
-        "",
-        f"Produced by `{r['command'] or 'python scripts/bench.py'}` ({plan['mode']} mode) in {r['wall_s'] / 60:.1f} min.",
-        "",
-        f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs; bf16 units: {', '.join(m['cpu_bf16_features']) or 'none'}), "
-        f"{m['torch_threads']} torch threads, device {m['device']}{' (' + m['gpu'] + ')' if m['gpu'] else ''}; "
-        f"torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}.{_load(m)}",
-        "",
-        f"Model: GPT2LMHeadModel({'GPT2Config()' if not plan['model'] else 'GPT2Config(**' + json.dumps(plan['model']) + ')'}), "
-        f"random weights (seed {plan['seed']}), dropout off for every variant; prompt length {plan['prompt_length']}; "
-        f"AdamW lr {plan['lr']}; warm-up steps per row {plan['warmup']}, then {plan['repeats']} timed repeat(s) of "
-        f"{plan['steps']} step(s) per row, round-robin (reversed every other repeat); medians.",
-        "",
-        "## Targets (throughput shape)",
-        "",
-        "| target | measured | goal | result |",
-        "| --- | --- | --- | --- |",
-    ]
-    for t in r["targets"]:
-        measured = f"{t['measured']:,.0f} bytes" if "bytes" in t["target"] else f"{t['measured']:.2f}×"
-        lines.append(f"| {t['target']} | {measured} | {t['goal']} | {'pass' if t['pass'] else 'MISS'} |")
-    for name, s in r["training"].items():
-        sh = s["shape"]
-        rows = s["rows"]
-        ours = rows.get("ours/fp32")
-        lines += [
-            "",
-            f"## Training step, {name} shape (batch {sh['batch']}, source ≈{sh['source']}, target ≤{sh['target']}; "
-            f"padded lengths {', '.join(map(str, s['padded_length']))})",
-            "",
-            "| row | trainable params | step (s) | tokens/s | forward (s) | backward (s) | optimizer (s) | step vs ours/fp32 |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for row, x in rows.items():
-            rel = f"{x['step_s'] / ours['step_s']:.2f}×" if ours else ""
-            lines.append(
-                f"| {row} | {x['trainable_params']:,} | {x['step_s']:.3f} | {_num(x['tokens_per_s'])} | "
-                f"{x['forward_s']:.3f} | {x['backward_s']:.3f} | {x['optimizer_s']:.3f} | {rel} |"
-            )
-        for row in ABLATIONS:
-            if row in rows and ours:
-                lines += ["", f"{row} is ours with `model.fused_gelu: false`: GPT-2's gelu_new as loaded (eight "
-                          "element-wise ops) instead of the same function as one op, F.gelu(approximate='tanh'), "
-                          "which ours and forward run by default (PEFT, LoRA and full fine-tuning run the model "
-                          "as loaded); its losses differ from ours by at most "
-                          f"{rows[row]['max_abs_loss_diff_vs_ours']:.1e}."]
-        if s.get("peft_sanity"):
-            c = s["peft_sanity"]
-            lines += ["", f"Sanity: on the first batch ours' loss is {c['ours_loss']:.6f} and PEFT's {c['peft_loss']:.6f} "
-                      f"(|diff| {c['abs_diff']:.1e}, tolerance {c['tolerance']:.0e}: {'ok' if c['ok'] else 'FAILED'}); "
-                      f"largest |diff| over all {len(rows['ours/fp32']['losses'])} steps {c['max_abs_diff_all_steps']:.1e}."]
-        for method, d in s["precision_drift"].items():
-            lines += ["", f"fp32 vs bf16 ({method}, {d['steps']} steps from the same start on the same batches): "
-                      f"|loss diff| {d['abs_diff_first_step']:.2e} at step 1, {d['abs_diff_last_step']:.2e} at step {d['steps']} "
-                      f"(max {d['max_abs_diff']:.2e}); trained prompts differ by at most {d['prompt_max_abs_diff']:.2e}; "
-                      f"scored in fp32 on batch 0 they give {d['fp32_loss_of_fp32_trained_prompt']:.6f} (fp32-trained) and "
-                      f"{d['fp32_loss_of_bf16_trained_prompt']:.6f} (bf16-trained)."]
-    mem = r["memory"]
-    lines += ["", f"## Peak memory ({mem['measure']}, fresh subprocess per row, {mem['shape']} shape, {mem['steps']} step(s))", "",
-              "| row | peak | after building the model | training adds |", "| --- | ---: | ---: | ---: |"]
-    for row, x in mem["rows"].items():
-        lines.append(f"| {row} | {_mib(x['peak_bytes'])} | {_mib(x['after_build_bytes'])} | {_mib(x['peak_bytes'] - x['after_build_bytes'])} |")
-    g = r["generation"]
-    lines += [
-        "", f"## Generation (greedy, {g['new_tokens']} new tokens, {g['examples']} examples of {min(g['source_lengths'])}–"
-        f"{max(g['source_lengths'])} source tokens, batches of {g['batch']} sorted by length)", "",
-        "| method | examples/s | seconds | vs ours |", "| --- | ---: | ---: | ---: |",
-        f"| ours: batched, KV cache | {g['ours_examples_per_s']:.3f} | {g['ours_s']:.1f} | 1.00× |",
-        f"| PEFT generate | {g['peft_examples_per_s']:.3f} | {g['peft_s']:.1f} | {g['peft_examples_per_s'] / g['ours_examples_per_s']:.2f}× |",
-        f"| no-cache loop, one example at a time ({g['naive_examples']} example(s) of {', '.join(map(str, g['naive_source_lengths']))} tokens) "
-        f"| {g['naive_examples_per_s']:.4f} | {g['naive_s']:.1f} | {g['naive_examples_per_s'] / g['ours_examples_per_s']:.3f}× |",
-        "", f"The no-cache loop's tokens equal ours for {g['naive_matches_ours']} of its {g['naive_examples']} example(s).",
-    ]
-    st = r["storage"]
-    lines += ["", "## Storage per task", "", "| method | trainable params | weights on disk | all files |", "| --- | ---: | ---: | ---: |"]
-    names = {"ours": "ours (prompt.safetensors + prompt.json)", "peft": "PEFT prompt tuning (save_pretrained)",
-             "lora": f"LoRA r={plan['lora_r']} on c_attn (save_pretrained)", "full": "full fine-tuning (model.safetensors)"}
-    for k, x in st.items():
-        lines.append(f"| {names[k]} | {x['trainable_params']:,} | {x['weights_bytes']:,} B | {x['total_bytes']:,} B |")
-    lines.append("")
-    return "\n".join(lines)
