@@ -53,12 +53,13 @@ from softprompt.data import generation_batch, training_batch
 from softprompt.devices import autocast, pick_device
 from softprompt.errors import SoftPromptError
 from softprompt.hub import fuse_gelu
-from softprompt.model import SoftPromptModel, init_prompt
+from softprompt.model import SoftPromptModel, enable_checkpointing, init_prompt
 
 ROWS = ("ours/fp32", "peft/fp32", "forward/fp32", "full/fp32", "lora/fp32", "ours/bf16", "peft/bf16", "forward/bf16")
-ABLATIONS = ("ours-gelunew/fp32",)
-"""Rows that switch one library default off, to show what it adds (see build_variant); kept out of the targets."""
-TRAINED = ("ours", "peft", "full", "lora", "ours-gelunew")
+ABLATIONS = ("ours-gelunew/fp32", "ours-ckpt/fp32")
+"""Rows that switch one library default (fused GELU) or option (gradient checkpointing) to show what it does
+(see build_variant); kept out of the targets."""
+TRAINED = ("ours", "peft", "full", "lora", "ours-gelunew", "ours-ckpt")
 SANITY_TOLERANCE = 1e-4
 MEMORY_MARK = "BENCH_MEMORY "
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,14 +294,16 @@ def build_variant(row: str, base: nn.Module, prompt: torch.Tensor, plan: Plan, o
         def run(b):
             return model(**b).loss
 
-    elif method in ("ours", "forward"):
-        if fused_base is None:
+    elif method in ("ours", "forward", "ours-ckpt"):
+        if fused_base is None or method == "ours-ckpt":  # checkpointing wraps the blocks: never a shared base
             fused_base = fuse_gelu(base if own_base else copy.deepcopy(base))
+        if method == "ours-ckpt":
+            enable_checkpointing(fused_base)  # as train.gradient_checkpointing: true
         model = SoftPromptModel(fused_base, prompt)
-        model.train(method == "ours")  # the frozen base keeps dropout off either way
+        model.train(method != "forward")  # the frozen base keeps dropout off either way
 
         def run(b):
-            return model(**b).loss if method == "ours" else model(b["input_ids"], b["attention_mask"]).logits
+            return model(**b).loss if method != "forward" else model(b["input_ids"], b["attention_mask"]).logits
 
     elif method == "peft":
         model = peft_prompt_model(base, prompt, plan)

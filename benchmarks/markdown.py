@@ -6,6 +6,19 @@ import json
 
 from .harness import ABLATIONS
 
+ABLATION_TEXT = {
+    "ours-gelunew/fp32": (
+        "`model.fused_gelu: false`: GPT-2's gelu_new as loaded (eight element-wise ops) instead of the same "
+        "function as one op, F.gelu(approximate='tanh'), which ours and forward run by default (PEFT, LoRA and "
+        "full fine-tuning run the model as loaded)"
+    ),
+    "ours-ckpt/fp32": (
+        "`train.gradient_checkpointing: true`: each block's activations are recomputed in the backward pass "
+        "instead of kept, trading step time for memory"
+    ),
+}
+"""What each ablation row of harness.ABLATIONS changes, for the sentence under its table."""
+
 
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
@@ -71,10 +84,7 @@ def render_markdown(r: dict) -> str:
             )
         for row in ABLATIONS:
             if row in rows and ours:
-                lines += ["", f"{row} is ours with `model.fused_gelu: false`: GPT-2's gelu_new as loaded (eight "
-                          "element-wise ops) instead of the same function as one op, F.gelu(approximate='tanh'), "
-                          "which ours and forward run by default (PEFT, LoRA and full fine-tuning run the model "
-                          "as loaded); its losses differ from ours by at most "
+                lines += ["", f"{row} is ours with {ABLATION_TEXT[row]}; its losses differ from ours by at most "
                           f"{rows[row]['max_abs_loss_diff_vs_ours']:.1e}."]
         if s.get("peft_sanity"):
             c = s["peft_sanity"]

@@ -28,7 +28,7 @@ from softprompt.hub import load_base
 from softprompt.model import SoftPromptModel, read_prompt
 from softprompt.tasks import get_task
 
-SMOKE = "configs/smoke/qna.yaml"
+SMOKE = "tests/configs/smoke/qna.yaml"
 GOOD = {"context": "The Velmora River rises in the Kestrel Hills.", "question": "Where does it rise?",
         "answers": {"text": ["the Kestrel Hills"], "answer_start": [27]}}
 

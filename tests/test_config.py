@@ -112,7 +112,7 @@ def test_paths_resolve_relative_to_the_config_file(tmp_path):
 
 
 def test_default_run_name():
-    assert default_run_name(Path("configs/smoke/sum.yaml")) == "smoke-sum"
+    assert default_run_name(Path("tests/configs/smoke/sum.yaml")) == "smoke-sum"
     assert default_run_name(Path("/x/configs/qna.yaml")) == "qna"
     assert default_run_name(Path("/elsewhere/my_run.yaml")) == "my_run"
 
@@ -124,3 +124,24 @@ def test_missing_file_and_non_mapping(tmp_path):
         load_config(write(tmp_path, "- a\n- b\n"))
     with pytest.raises(ConfigError, match="must be a mapping"):
         config_from_dict({"task": "sum", "train": [1, 2]})
+
+
+REFERENCE = {  # the reference run: PyTorch's AdamW defaults beyond its lr, model.train() dropout, no clipping
+    ("model", "prompt_length"): 4, ("model", "init"): "words", ("model", "keep_dropout"): True,
+    ("train", "lr"): 5e-5, ("train", "weight_decay"): 0.01, ("train", "betas"): [0.9, 0.999], ("train", "eps"): 1e-8,
+    ("train", "max_grad_norm"): None, ("train", "batch_size"): 2, ("train", "grad_accum_steps"): 1,
+    ("train", "epochs"): 10, ("train", "save_every"): 3, ("train", "log_every"): 500,
+    ("data", "max_train_examples"): 10000,
+}
+TUNED_DEVIATIONS = {("model", "keep_dropout"): False, ("train", "lr"): 0.03, ("train", "weight_decay"): 0.0,
+                    ("train", "max_grad_norm"): 1.0}
+
+
+@pytest.mark.parametrize("task", ["qna", "sum", "tx"])
+def test_real_configs_match_the_reference_and_tuned_ones_deviate_only_as_documented(task):
+    ref = load_config(f"configs/{task}.yaml").to_dict()
+    tuned = load_config(f"configs/tuned/{task}.yaml").to_dict()
+    for (section, key), value in REFERENCE.items():
+        assert ref[section][key] == value, f"configs/{task}.yaml {section}.{key}"
+    changed = {(s, k): tuned[s][k] for s in ("model", "data", "train") for k in ref[s] if tuned[s][k] != ref[s][k]}
+    assert changed == TUNED_DEVIATIONS

@@ -23,7 +23,7 @@ def test_shard_gives_each_rank_its_accum_slice_of_every_global_batch():
 
 def test_two_process_ddp_killed_mid_epoch_and_resumed_matches_single_process_accumulation(tmp_path):
     """2 ranks x 1 micro-batch = 1 rank x 2 accumulated; the DDP run also dies in epoch 2 and resumes mid-epoch."""
-    common = ["--config", "configs/smoke/qna.yaml", "--quiet", "--set", "train.epochs=3"]
+    common = ["--config", "tests/configs/smoke/qna.yaml", "--quiet", "--set", "train.epochs=3"]
     single = run_script("train.py", *common, "--set", f"train.output_dir={tmp_path / 'one'}",
                         "--set", "train.grad_accum_steps=2")
     assert single.returncode == 0, single.stderr
@@ -55,3 +55,64 @@ def test_two_process_ddp_killed_mid_epoch_and_resumed_matches_single_process_acc
     ddp_averages = [x for r in records if r["type"] == "epoch" for x in (r["train_loss"], r["val_loss"])]
     assert len(ddp_averages) == 6
     assert ddp_averages == pytest.approx(single_averages, abs=1e-5)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_resume_on_two_nodes_without_a_shared_disk_reads_the_checkpoint_on_rank_0_only(tmp_path):
+    """Rank 1 runs in a folder with no run folder (as on a second node): rank 0 sends it the checkpoint."""
+    config = str(ROOT / "tests" / "configs" / "smoke" / "qna.yaml")
+    sets = ["train.epochs=2", "data.max_train_examples=8", "data.max_eval_examples=4", "train.output_dir=ckpt",
+            "train.dist_timeout_minutes=1"]
+    args = [a for s in sets for a in ("--set", s)]
+    node0, node1, single = tmp_path / "node0", tmp_path / "node1", tmp_path / "single"
+    for folder in (node0, node1, single):
+        folder.mkdir()
+    # Epoch 1 on one process (accumulating 2 micro-batches = 2 ranks x 1), then resumed on 2 ranks for epoch 2.
+    script = str(ROOT / "scripts" / "train.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = lambda cwd, *extra: subprocess.run(  # noqa: E731
+        [sys.executable, script, "--config", config, "--quiet", *args, "--results-dir", str(tmp_path / "r"), *extra],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert run(node0, "--set", "train.epochs=1", "--set", "train.grad_accum_steps=2").returncode == 0
+    assert run(single, "--set", "train.grad_accum_steps=2").returncode == 0
+
+    port = str(_free_port())
+    procs = [subprocess.Popen(
+        [sys.executable, script, "--config", config, "--quiet", *args, "--results-dir", str(tmp_path / "r"), "--resume"],
+        cwd=cwd, env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank),
+                      "LOCAL_RANK": str(rank)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank, cwd in enumerate((node0, node1))]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert "Resuming from" in outs[0][0] and not (node1 / "ckpt").exists()  # rank 1 wrote and read nothing
+    a = load_file(str(single / "ckpt" / "smoke-qna" / "epoch_002" / "prompt.safetensors"))["prompt"]
+    b = load_file(str(node0 / "ckpt" / "smoke-qna" / "epoch_002" / "prompt.safetensors"))["prompt"]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_the_process_group_waits_as_long_as_train_dist_timeout_minutes(monkeypatch):
+    # On a first multi-GPU run the other ranks wait at a barrier while rank 0 downloads and tokenises:
+    # PyTorch's default 10-minute timeout must not apply there.
+    import datetime
+
+    import softprompt.distributed as distributed
+
+    seen = {}
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: seen.update(kw))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    d, device = distributed.init("cpu", timeout_minutes=90)
+    assert d == Dist(rank=1, world=2, local_rank=0) and device == "cpu"
+    assert seen == {"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}
+    from softprompt.config import TrainConfig
+
+    assert TrainConfig().dist_timeout_minutes == 60  # the default: generous, and a config key

@@ -13,7 +13,8 @@ import pytest
 from conftest import run_script
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import evaluate, predict, summary_line, token_limits
+from softprompt import evaluate as evaluate_module
+from softprompt.evaluate import baseline_prefix, evaluate, predict, sample_indices, summary_line, token_limits
 from softprompt.inspection import format_report, inspect_prompt
 from softprompt.model import SoftPromptModel, init_prompt
 from softprompt.plots import plot_losses
@@ -26,7 +27,8 @@ SCORES = {"qna": r"EM \d+\.\d\d \| F1 \d+\.\d\d",
           "sum": r"ROUGE-1 \d+\.\d\d \| ROUGE-2 \d+\.\d\d \| ROUGE-L \d+\.\d\d \| ROUGE-Lsum \d+\.\d\d",
           "tx": r"BLEU \d+\.\d\d \| chrF \d+\.\d\d"}
 METRICS_KEYS = {"task", "split", "n", "scores", "checkpoint", "epoch", "baseline", "config", "run_name", "base_model",
-                "decoding", "device", "generation_s", "examples_per_s", "wall_time_s", "versions", "results_dir"}
+                "decoding", "device", "generation_s", "examples_per_s", "wall_time_s", "versions", "results_dir",
+                "split_size", "sample"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -37,13 +39,13 @@ def runs(tmp_path_factory):
     overrides = {}
     for task in TASKS:
         overrides[task] = [f"train.output_dir={out}", "train.epochs=1", "data.max_train_examples=8"]
-        train(load_config(f"configs/smoke/{task}.yaml", overrides[task]), quiet=True, echo=lambda line: None,
+        train(load_config(f"tests/configs/smoke/{task}.yaml", overrides[task]), quiet=True, echo=lambda line: None,
               results_dir=out / "results")
     return overrides
 
 
 def _cfg(runs, task):
-    return load_config(f"configs/smoke/{task}.yaml", runs[task])
+    return load_config(f"tests/configs/smoke/{task}.yaml", runs[task])
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -51,7 +53,7 @@ def test_evaluate_script_end_to_end(runs, task, tmp_path):
     # qna with every default; sum and tx exercise the flags (and generate less).
     flags = {"qna": [], "sum": ["--max-new-tokens", "16", "--batch-size", "3"], "tx": ["--limit", "4"]}[task]
     sets = [a for o in runs[task] for a in ("--set", o)]
-    proc = run_script("evaluate.py", "--config", f"configs/smoke/{task}.yaml", *sets, *flags,
+    proc = run_script("evaluate.py", "--config", f"tests/configs/smoke/{task}.yaml", *sets, *flags,
                       "--results-dir", str(tmp_path), "--quiet")
     assert proc.returncode == 0, proc.stderr
     n = 4 if task == "tx" else 10
@@ -81,12 +83,12 @@ def test_hard_and_none_baselines_run_and_keep_their_prefix_inside_the_window(run
     assert (tmp_path / "smoke-tx" / "test-baseline-hard" / "metrics.json").is_file()
     assert (tmp_path / "smoke-tx" / "test-baseline-none" / "predictions.jsonl").is_file()
     assert hard["checkpoint"] is None and hard["baseline"] == "hard" and hard["n"] == none["n"] == 3
-    assert hard["decoding"]["prefix"] == cfg.model.init_text and none["decoding"]["prefix"] is None
+    assert hard["decoding"]["prefix"] == cfg.model.init_text + "\n" and none["decoding"]["prefix"] is None
     assert summary_line(hard).endswith("| baseline hard")
     # The hard prefix takes more tokens than the 4 prompt vectors: the sources give up the difference.
     from softprompt.hub import load_base
     _, tokenizer = load_base(cfg.model)
-    n_prefix = len(tokenizer(cfg.model.init_text, add_special_tokens=False)["input_ids"])
+    n_prefix = len(tokenizer(cfg.model.init_text + "\n", add_special_tokens=False)["input_ids"])
     assert hard["decoding"]["source_budget"] == soft["decoding"]["source_budget"] - max(0, n_prefix - 4)
     assert none["decoding"]["source_budget"] == soft["decoding"]["source_budget"]
 
@@ -109,23 +111,55 @@ def test_batched_predictions_equal_one_example_at_a_time(tiny):
         assert any(batched)
 
 
-def test_token_limits_follow_the_task_and_the_budget(runs):
+def test_token_limits_follow_the_training_targets_length(runs):
+    # Every row may generate as many tokens as its training target could hold (data.max_target_tokens, EOS included),
+    # whatever its source length: tx used to stop at 1.5 x the source, which never bound for Bulgarian.
     sources = [[1] * 3, [1] * 100]
-    assert token_limits(get_task("tx"), _cfg(runs, "tx"), sources, None) == [5, 64]  # ceil(1.5 x 3); min(96, 64)
-    assert token_limits(get_task("qna"), _cfg(runs, "qna"), sources, None) == [24, 24]
-    assert token_limits(get_task("sum"), _cfg(runs, "sum"), sources, 10) == [10, 10]
+    assert token_limits(_cfg(runs, "tx"), sources, None) == [64, 64]
+    assert token_limits(_cfg(runs, "qna"), sources, None) == [24, 24]
+    assert token_limits(_cfg(runs, "sum"), sources, 10) == [10, 10]
     with pytest.raises(SoftPromptError, match="more than data.max_target_tokens"):
-        token_limits(get_task("sum"), _cfg(runs, "sum"), sources, 65)
+        token_limits(_cfg(runs, "sum"), sources, 65)
+
+
+def test_hard_and_text_baselines_put_their_words_and_a_newline_before_the_source(runs, tmp_path, monkeypatch):
+    cfg = _cfg(runs, "qna")
+    seen = []
+    real = evaluate_module.predict
+    monkeypatch.setattr(evaluate_module, "predict", lambda m, tok, sources, *a, **k: seen.append((tok, sources))
+                        or real(m, tok, sources, *a, **k))
+    evaluate(cfg, baseline="hard", limit=2, max_new_tokens=2, results_dir=tmp_path, progress=False)
+    text = evaluate(cfg, baseline="text", prompt_text="reply with the place", limit=2, max_new_tokens=2,
+                    results_dir=tmp_path, progress=False)
+    (tok, hard_sources), (_, text_sources) = seen
+    assert tok.decode(hard_sources[0]).startswith(cfg.model.init_text + "\nContext: ")  # not "...resultContext:"
+    assert tok.decode(text_sources[0]).startswith("reply with the place\nContext: ")
+    assert baseline_prefix(cfg, tok, "hard") == tok(cfg.model.init_text + "\n", add_special_tokens=False)["input_ids"]
+    assert text["baseline"] == "text" and text["decoding"]["prefix"] == "reply with the place\n"
+    assert (tmp_path / "smoke-qna" / "validation-baseline-text" / "metrics.json").is_file()
+
+
+def test_evaluation_scores_the_whole_split_and_limit_draws_a_seeded_sample(runs, tmp_path):
+    # data.max_eval_examples bounds training's validation loss only; --limit may ask for more, and gets a sample.
+    cfg = load_config("tests/configs/smoke/qna.yaml", [*runs["qna"], "data.max_eval_examples=5"])
+    whole = evaluate(cfg, max_new_tokens=2, results_dir=tmp_path / "a", progress=False)
+    assert whole["n"] == whole["split_size"] == 10 and whole["sample"] is None
+    some = evaluate(cfg, limit=8, max_new_tokens=2, results_dir=tmp_path / "b", progress=False)
+    assert some["n"] == 8 and some["sample"] == {"seed": 0, "indices": sample_indices(10, 8)}
+    all_rows = [json.loads(x) for x in (tmp_path / "a/smoke-qna/validation/predictions.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "b/smoke-qna/validation/predictions.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in rows] == [all_rows[i]["source"] for i in sample_indices(10, 8)]
+    assert sample_indices(10, 8) == sample_indices(10, 8) and sorted(set(sample_indices(1000, 8))) != list(range(8))
 
 
 def test_missing_checkpoint_is_one_line_naming_the_training_command(tmp_path):
-    proc = run_script("evaluate.py", "--config", "configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
+    proc = run_script("evaluate.py", "--config", "tests/configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
                       "--results-dir", str(tmp_path))
     assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: no checkpoint in {tmp_path / 'smoke-qna'}")
-    assert "python scripts/train.py --config configs/smoke/qna.yaml" in lines[0]
+    assert "python scripts/train.py --config tests/configs/smoke/qna.yaml" in lines[0]
 
 
 def test_a_checkpoint_of_another_task_is_refused(runs):
@@ -168,3 +202,16 @@ def test_inspect_prompt_measures_drift_from_the_init(runs, tiny, tmp_path):
     assert all(v.nearest[0][1] >= v.nearest[-1][1] for v in trained.vectors)
     table = format_report(trained)
     assert len(table.splitlines()) == 4 + 4 and "nearest tokens" in table
+
+
+def test_a_carved_test_split_never_overlaps_the_training_examples(runs):
+    # SQuAD has no test split: it is carved out of train before the training subset is taken, in training and
+    # in evaluation alike, so `--split test` scores no example the prompt was trained on.
+    from softprompt.data import load_raw
+
+    cfg = load_config("tests/configs/smoke/qna.yaml", [*runs["qna"], "data.max_train_examples=25", "data.carve_test=8"])
+    train_only = load_raw(cfg, ("train",))["train"]  # what training reads
+    test = load_raw(cfg, ("test",), cap_eval=False)["test"]  # what evaluation scores
+    key = lambda r: (r["context"], r["question"])  # noqa: E731
+    assert len(train_only) == 25 and len(test) == 8
+    assert not {key(r) for r in train_only} & {key(r) for r in test}

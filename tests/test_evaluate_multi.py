@@ -30,8 +30,8 @@ def overrides(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt")
     sets = [f"train.output_dir={out}", "train.epochs=1", "data.max_train_examples=8"]
     for task in TASKS:
-        train(load_config(f"configs/smoke/{task}.yaml", sets), quiet=True, echo=lambda line: None, results_dir=None)
-    train(load_config("configs/smoke/qna.yaml", [*sets, "train.seed=7", f"run_name={SEED_RUN}"]),
+        train(load_config(f"tests/configs/smoke/{task}.yaml", sets), quiet=True, echo=lambda line: None, results_dir=None)
+    train(load_config("tests/configs/smoke/qna.yaml", [*sets, "train.seed=7", f"run_name={SEED_RUN}"]),
           quiet=True, echo=lambda line: None, results_dir=None)
     return sets
 
@@ -45,7 +45,7 @@ def script():
 
 
 def _cfg(overrides, task, *more):
-    return load_config(f"configs/smoke/{task}.yaml", [*overrides, *more])
+    return load_config(f"tests/configs/smoke/{task}.yaml", [*overrides, *more])
 
 
 def _predictions(metrics):
@@ -55,7 +55,7 @@ def _predictions(metrics):
 
 def test_all_tasks_in_one_pass_equal_three_separate_evaluations(overrides, script, tmp_path, capsys):
     sets = [a for o in overrides for a in ("--set", o)]
-    argv = ["--task", "all", "--config-dir", "configs/smoke", *sets, "--results-dir", str(tmp_path), "--quiet"]
+    argv = ["--task", "all", "--config-dir", "tests/configs/smoke", *sets, "--results-dir", str(tmp_path), "--quiet"]
     assert script(*argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" | ")[:2] for line in lines[:3]] == [[t, SPLIT[t]] for t in TASKS]
@@ -102,7 +102,7 @@ def test_an_ensemble_of_two_seeds_runs_and_is_deterministic(overrides, script, t
     predictions = _predictions(first)
     assert len(predictions) == 10 and summary_line(first).endswith("| ensemble of 2")
     sets = [a for o in overrides for a in ("--set", o)]
-    assert script("--config", "configs/smoke/qna.yaml", *sets, "--ensemble", *map(str, members),
+    assert script("--config", "tests/configs/smoke/qna.yaml", *sets, "--ensemble", *map(str, members),
                   "--results-dir", str(tmp_path), "--quiet") == 0
     assert capsys.readouterr().out == summary_line(first) + "\n"
     assert _predictions(first) == predictions  # the second run rewrote the same file with the same text
@@ -114,15 +114,15 @@ def test_ensemble_with_beam_search_and_mixed_bases_are_clear_errors(overrides, s
         evaluate(cfg, ensemble=[cfg.run_dir], num_beams=4, results_dir=tmp_path)
     other = _cfg(overrides, "sum", "model.name_or_path=gpt2")
     with pytest.raises(SoftPromptError, match=r"one frozen base model.*model.name_or_path differs "
-                       r"\(configs/smoke/qna.yaml: builtin:tiny-gpt2, configs/smoke/sum.yaml: gpt2"):
+                       r"\(tests/configs/smoke/qna.yaml: builtin:tiny-gpt2, tests/configs/smoke/sum.yaml: gpt2"):
         evaluate_all([cfg, other, _cfg(overrides, "tx")], results_dir=tmp_path)
     with pytest.raises(SoftPromptError, match="two configs for task 'qna'"):
         evaluate_all([cfg, cfg], results_dir=tmp_path)
     for argv, message in [
-        (["--task", "all", "--config-dir", "configs/smoke", "--ensemble", "a", "b"],
+        (["--task", "all", "--config-dir", "tests/configs/smoke", "--ensemble", "a", "b"],
          "--checkpoint, --baseline and --ensemble score one task"),
-        (["--task", "qna", "--config", "configs/smoke/qna.yaml"], "give either --task"),
-        (["--config", "configs/smoke/qna.yaml", "--config-dir", "configs/smoke"], "--config-dir goes with --task"),
+        (["--task", "qna", "--config", "tests/configs/smoke/qna.yaml"], "give either --task"),
+        (["--config", "tests/configs/smoke/qna.yaml", "--config-dir", "tests/configs/smoke"], "--config-dir goes with --task"),
     ]:
         assert script(*argv, "--results-dir", str(tmp_path)) == 2
         err = capsys.readouterr().err.strip().splitlines()

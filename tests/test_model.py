@@ -179,3 +179,33 @@ def test_prompt_save_load_roundtrip_and_mismatch_errors(model, tmp_path, tiny):
     wrong = SoftPromptModel(copy.deepcopy(base), torch.zeros(4, prompt.shape[1]), base_id="gpt2")
     with pytest.raises(Exception, match="trained on base model"):
         wrong.load_prompt(tmp_path / "p")
+
+
+def test_gradient_checkpointing_recomputes_the_blocks_with_the_base_in_eval_mode(tiny):
+    # The frozen base stays in eval mode (dropout off), where Hugging Face's own checkpointing switch does
+    # nothing; ours must really recompute every block in the backward pass, and change no number.
+    import copy
+
+    from softprompt.model import enable_checkpointing
+
+    base, tokenizer = tiny
+    prompt = init_prompt(base, tokenizer, "vocab", 4, seed=3)
+    rows = [{"source_ids": tokenizer("Article: the council met.\nSummary:")["input_ids"],
+             "target_ids": tokenizer(" Council meets.")["input_ids"] + [tokenizer.eos_token_id]}] * 2
+    batch = training_batch(rows, tokenizer.pad_token_id)
+    results = {}
+    for checkpointing in (False, True):
+        model = SoftPromptModel(copy.deepcopy(base), prompt)
+        if checkpointing:
+            assert enable_checkpointing(model.base) == model.base.config.n_layer
+        model.train()
+        calls = []
+        # a pre-hook: recomputation stops early, once the last saved tensor is rebuilt, inside the MLP
+        model.base.transformer.h[0].mlp.register_forward_pre_hook(lambda *a: calls.append(1))
+        loss = model(**batch).loss
+        loss.backward()
+        results[checkpointing] = (len(calls), loss.detach(), model.prompt.grad.clone())
+        assert not model.base.training  # dropout stays off
+    assert results[False][0] == 1 and results[True][0] == 2  # the backward pass ran the block again
+    torch.testing.assert_close(results[True][1], results[False][1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(results[True][2], results[False][2], atol=1e-6, rtol=0)

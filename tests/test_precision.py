@@ -15,7 +15,7 @@ SETS = ["train.precision=bf16", "train.save_every=1", "data.max_train_examples=8
 def _train(out, epochs, resume=False):
     """The bf16 smoke run in this process; returns its epoch train losses."""
     lines = []
-    cfg = load_config("configs/smoke/sum.yaml", [*SETS, f"train.epochs={epochs}", f"train.output_dir={out}"])
+    cfg = load_config("tests/configs/smoke/sum.yaml", [*SETS, f"train.epochs={epochs}", f"train.output_dir={out}"])
     train(cfg, resume=resume, quiet=True, echo=lines.append, results_dir=None)
     return [float(l.rsplit(" ", 1)[1]) for l in lines if "Average train loss" in l]
 
@@ -29,7 +29,7 @@ def test_bf16_smoke_run_trains_resumes_exactly_and_loads_in_fp32(tmp_path):
     b = load_file(str(tmp_path / "part" / "smoke-sum" / "epoch_003" / "prompt.safetensors"))["prompt"]
     assert a.dtype == torch.float32 and torch.equal(a, b)  # the prompt stays fp32; bf16 resume is exact too
 
-    model, _ = build_model(load_config("configs/smoke/sum.yaml").model)  # an fp32 run's model
+    model, _ = build_model(load_config("tests/configs/smoke/sum.yaml").model)  # an fp32 run's model
     model.load_prompt(tmp_path / "full" / "smoke-sum" / "epoch_003")
     assert torch.equal(model.prompt.detach(), a)
 

@@ -1,6 +1,6 @@
 """Crashes, resume and non-finite losses, with real training subprocesses killed by SIGKILL.
 
-Every run trains configs/smoke/qna.yaml shrunk to a few seconds (4 epochs of 6
+Every run trains tests/configs/smoke/qna.yaml shrunk to a few seconds (4 epochs of 6
 micro-batches, a checkpoint after each epoch). The reference is one
 uninterrupted run; a run killed anywhere and continued with --resume must end
 with the reference's prompt bit for bit and the reference's logged losses.
@@ -34,7 +34,7 @@ from softprompt.train import train as train_in_process
 RUN = "smoke-qna"
 SETS = ["train.epochs=4", "train.save_every=1", "train.log_every=2",
         "data.max_train_examples=12", "data.max_eval_examples=4", "data.max_source_tokens=64"]
-ARGS = ["--config", "configs/smoke/qna.yaml", "--quiet", *(a for s in SETS for a in ("--set", s))]
+ARGS = ["--config", "tests/configs/smoke/qna.yaml", "--quiet", *(a for s in SETS for a in ("--set", s))]
 
 
 def train(out, *extra, env=None):
@@ -64,7 +64,7 @@ def train_until_killed(out, pattern, *extra, env=None):
 
 def train_here(out, *overrides, resume=False, overwrite=False):
     """The same training in this process (no interpreter start-up)."""
-    cfg = load_config(ROOT / "configs" / "smoke" / "qna.yaml", [*SETS, f"train.output_dir={out}", *overrides])
+    cfg = load_config(ROOT / "tests" / "configs" / "smoke" / "qna.yaml", [*SETS, f"train.output_dir={out}", *overrides])
     return train_in_process(cfg, resume=resume, overwrite=overwrite, quiet=True, echo=print, results_dir=None)
 
 
@@ -103,7 +103,7 @@ def test_reference_run_logs_every_epoch_and_notes_the_cut_sources(reference):
     run_dir, stderr = reference
     records = losses(run_dir)
     assert [r[1] for r in records if r[0] == "epoch"] == [1, 2, 3, 4]
-    assert [(r[1], r[2]) for r in records if r[0] == "step"] == [(e, s) for e in range(4) for s in (2, 4, 6)]
+    assert [(r[1], r[2]) for r in records if r[0] == "step"] == [(e, s) for e in range(4) for s in (0, 2, 4)]  # as the reference: from 0
     # Every sample context is longer than the 64-token source budget: cut and counted, not an error.
     assert "note: train: 12 source(s) cut to 64 tokens" in stderr
 
@@ -127,7 +127,7 @@ def test_killed_five_times_and_resumed_ends_bit_identical(reference, tmp_path):
     out = train_until_killed(tmp_path, "test hook: paused at eval", "--resume", env={"SOFTPROMPT_TEST_CRASH": "eval-pause"})
     assert f"Resuming from {run_dir / 'epoch_001'} (epoch 1, step 6)" in out
     assert [r[1] for r in losses(run_dir) if r[0] == "epoch"] == [1]  # epoch 2 trained, not yet scored
-    assert ("step", 1, 6) in [r[:3] for r in losses(run_dir)]
+    assert ("step", 1, 4) in [r[:3] for r in losses(run_dir)]
 
     # 4. Killed after epoch_002 got its real name, before `latest` moved to it.
     train_until_killed(tmp_path, "test hook: paused at latest", "--resume", env={"SOFTPROMPT_TEST_CRASH": "latest-pause"})
@@ -157,12 +157,12 @@ def test_killed_mid_epoch_resumes_from_the_mid_epoch_checkpoint_bit_identical(re
     # Only the newest mid-epoch checkpoint is kept (step 2 of epoch 3 was superseded by step 4).
     assert epochs_on_disk(run_dir) == ["epoch_001", "epoch_002", "epoch_002_step_000004"]
     assert latest_checkpoint(run_dir) == run_dir / "epoch_002_step_000004"
-    assert ("step", 2, 6) in [r[:3] for r in losses(run_dir)]  # logged by the killed run, after the checkpoint
+    assert ("step", 2, 4) in [r[:3] for r in losses(run_dir)]  # logged by the killed run, after the checkpoint
 
     train_here(tmp_path, "train.save_every_steps=2", resume=True)  # in this process: one interpreter start less
     assert (f"Resuming from {run_dir / 'epoch_002_step_000004'} (epoch 2, step 16, 4 micro-batches into epoch 3)"
             in capsys.readouterr().out)
-    assert_same_as_reference(run_dir, reference)  # the step-6 record rewritten once, losses bit-identical
+    assert_same_as_reference(run_dir, reference)  # the step-4 record rewritten once, losses bit-identical
     # Epoch checkpoints supersede mid-epoch ones: epoch 4's step-2 and step-4 checkpoints are gone too.
     assert epochs_on_disk(run_dir) == ["epoch_001", "epoch_002", "epoch_003", "epoch_004"]
 
@@ -259,3 +259,26 @@ def test_checkpoints_sort_by_epoch_number_not_by_name(tiny, tmp_path):
     for epoch in (999, 1000):
         save_checkpoint(tmp_path, epoch, epoch, model, optimizer, {}, {})
     assert latest_checkpoint(tmp_path) == tmp_path / "epoch_1000"
+
+
+def test_fp16_loss_scale_survives_a_checkpoint(tiny, tmp_path):
+    # fp16 training's GradScaler state is saved with the optimizer state: a resumed run keeps its loss scale
+    # and growth counter instead of restarting at 65,536 and skipping its first steps for overflow.
+    from softprompt.checkpoint import load_trainer_state
+    from softprompt.model import SoftPromptModel, init_prompt
+
+    base, tokenizer = tiny
+    model = SoftPromptModel(base, init_prompt(base, tokenizer, "vocab", 3, seed=1))
+    optimizer = torch.optim.AdamW([model.prompt], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=3)
+    for found_inf in (True, False, False):  # one overflow halves the scale; two good steps count towards growth
+        model.prompt.grad = torch.full_like(model.prompt, float("inf") if found_inf else 1.0)
+        scaler.scale(torch.ones(()))  # the scale tensor is made lazily
+        scaler.step(optimizer)
+        scaler.update()
+    saved = scaler.state_dict()
+    assert saved["scale"] == 2.0**15 and saved["_growth_tracker"] == 2
+    save_checkpoint(tmp_path, 1, 3, model, optimizer, {}, {"task": "qna"}, scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=3)
+    load_trainer_state(tmp_path / "epoch_001", model, torch.optim.AdamW([model.prompt], lr=0.1), fresh)
+    assert fresh.state_dict() == saved

@@ -22,7 +22,7 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt")
 
     def run(task):
-        return run_script("train.py", "--config", f"configs/smoke/{task}.yaml", "--set", f"train.output_dir={out}",
+        return run_script("train.py", "--config", f"tests/configs/smoke/{task}.yaml", "--set", f"train.output_dir={out}",
                           env={"OMP_NUM_THREADS": "1"})
 
     tasks = ("qna", "sum", "tx")
@@ -41,7 +41,8 @@ def test_smoke_run_logs_in_the_reference_format_and_checkpoints(runs, task):
     trains = [TRAIN_LINE.match(l) for l in lines if "train loss" in l]
     vals = [VAL_LINE.match(l) for l in lines if "val loss" in l]
     assert steps and all(STEP_LINE.match(l) for l in steps)
-    assert steps[0].startswith("Epoch: 0 | Step: 10 |")  # step lines count epochs from 0, as the reference
+    # As the reference: epochs and micro-batches counted from 0, a line at micro-batch 0 and every log_every after
+    assert [l.split(" | Loss")[0] for l in steps[:3]] == ["Epoch: 0 | Step: 0", "Epoch: 0 | Step: 10", "Epoch: 1 | Step: 0"]
     assert [int(m.group(1)) for m in trains] == list(range(1, 11))  # epoch lines count from 1
     assert [int(m.group(1)) for m in vals] == list(range(1, 11))
     first, last = float(trains[0].group(2)), float(trains[-1].group(2))
@@ -72,10 +73,10 @@ def test_prompt_checkpoint_is_small_and_holds_only_the_prompt(runs):
 def test_resume_after_stopping_at_epoch_3_gives_the_same_prompt(runs, tmp_path):
     _, full_dir = runs["qna"]
     one_thread = {"OMP_NUM_THREADS": "1"}  # as the reference: bit-exact float sums need the same thread count
-    first = run_script("train.py", "--config", "configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
+    first = run_script("train.py", "--config", "tests/configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
                        "--set", "train.epochs=3", env=one_thread)
     assert first.returncode == 0, first.stderr
-    resumed = run_script("train.py", "--config", "configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
+    resumed = run_script("train.py", "--config", "tests/configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
                          "--resume", env=one_thread)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming from" in resumed.stdout and "train.epochs: 3 in the checkpoint, 10 now" in resumed.stderr
@@ -92,15 +93,15 @@ def test_resume_after_stopping_at_epoch_3_gives_the_same_prompt(runs, tmp_path):
 def test_rerun_without_resume_refuses_to_overwrite(runs, tmp_path):
     _, run_dir = runs["tx"]
     before = (run_dir / "epoch_010" / "prompt.safetensors").read_bytes()
-    proc = run_script("train.py", "--config", "configs/smoke/tx.yaml", "--set", f"train.output_dir={run_dir.parent}")
+    proc = run_script("train.py", "--config", "tests/configs/smoke/tx.yaml", "--set", f"train.output_dir={run_dir.parent}")
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "--resume" in proc.stderr and "Traceback" not in proc.stderr
     assert (run_dir / "epoch_010" / "prompt.safetensors").read_bytes() == before
 
 
 def test_bad_override_is_one_line_and_exit_2(tmp_path):
-    proc = run_script("train.py", "--config", "configs/smoke/sum.yaml", "--set", "train.lrr=0.1")
+    proc = run_script("train.py", "--config", "tests/configs/smoke/sum.yaml", "--set", "train.lrr=0.1")
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "did you mean 'lr'" in proc.stderr
-    debug = run_script("train.py", "--config", "configs/smoke/sum.yaml", "--set", "train.lrr=0.1", "--debug")
+    debug = run_script("train.py", "--config", "tests/configs/smoke/sum.yaml", "--set", "train.lrr=0.1", "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr

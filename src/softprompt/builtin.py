@@ -1,4 +1,11 @@
-"""`builtin:tiny-gpt2`: a small random GPT-2 for trying the pipeline offline.
+"""Built-in models, for working offline: `builtin:tiny-tasks` (shipped) and `builtin:tiny-gpt2` (built on use).
+
+`builtin:tiny-tasks` is a small GPT-2 pretrained here on synthetic versions of the
+three tasks (see `pretrain.py`, `synthetic.py` and docs/builtin-model.md). It ships
+in the repository under models/tiny-tasks/ with a manifest; loading checks the
+weights' SHA-256 against it. The smoke configs use it: a prompt visibly learns.
+
+`builtin:tiny-gpt2` is for fast plumbing tests:
 
 On first use we train a byte-level BPE tokenizer on the bundled sample text
 (data/samples), build a 2-layer GPT-2 with hidden size 64 and 256 positions
@@ -27,7 +34,9 @@ from pathlib import Path
 from .errors import SoftPromptError
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = ("tiny-gpt2",)
+BUILTIN_MODELS = ("tiny-gpt2", "tiny-tasks")
+SHIPPED = ("tiny-tasks",)
+"""Built-ins that ship in the repository (models/<name>/) rather than being built on first use."""
 VOCAB_SIZE = 1024
 EOS = "<|endoftext|>"
 _ARCH = dict(n_layer=2, n_head=4, n_embd=64, n_positions=256, n_inner=256)
@@ -40,10 +49,48 @@ def samples_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "data" / "samples"
 
 
+def models_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def shipped_path(name: str) -> Path:
+    """models/<name>/, after checking its weights against the SHA-256 in its manifest."""
+    from .pretrain import MANIFEST, WEIGHTS, sha256
+
+    folder = models_dir() / name
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise SoftPromptError(
+            f"{BUILTIN_PREFIX}{name} ships in the repository under {folder}, which is missing; "
+            "install softprompt from a clone of the repository (pip install -e .)"
+        )
+    expected = json.loads(manifest.read_text(encoding="utf-8"))["sha256"][WEIGHTS]
+    if not (folder / WEIGHTS).is_file() or sha256(folder / WEIGHTS) != expected:
+        raise SoftPromptError(
+            f"{folder / WEIGHTS} does not match the SHA-256 in {manifest}: the file is damaged or was changed; "
+            "restore it with git checkout, or rebuild it with scripts/build_builtin.py"
+        )
+    return folder
+
+
 def cache_root() -> Path:
     """SOFTPROMPT_CACHE, else ~/.cache/softprompt."""
     root = os.environ.get("SOFTPROMPT_CACHE") or Path.home() / ".cache" / "softprompt"
     return Path(root)
+
+
+def builtin_name(path: str) -> str | None:
+    """`builtin:<name>` when `path` is where a built-in model lives (as PEFT adapters record their base), else None."""
+    try:
+        folder = Path(path).resolve()
+    except (OSError, RuntimeError):
+        return None
+    for name in SHIPPED:
+        if folder == (models_dir() / name).resolve():
+            return BUILTIN_PREFIX + name
+    if folder.parent == cache_root().resolve() and folder.name.startswith("tiny-gpt2-"):
+        return BUILTIN_PREFIX + "tiny-gpt2"
+    return None
 
 
 def builtin_path(name_or_path: str) -> Path:
@@ -54,6 +101,8 @@ def builtin_path(name_or_path: str) -> Path:
             f"model.name_or_path '{name_or_path}': unknown built-in model; built-ins are "
             + ", ".join(BUILTIN_PREFIX + m for m in BUILTIN_MODELS)
         )
+    if name in SHIPPED:
+        return shipped_path(name)
     texts = _corpus()
     digest = hashlib.sha256(("\n".join(texts) + json.dumps(_ARCH) + str(_VERSION)).encode()).hexdigest()[:12]
     target = cache_root() / f"{name}-{digest}"

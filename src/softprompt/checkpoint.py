@@ -138,6 +138,7 @@ def save_checkpoint(
     prompt_meta: dict[str, Any],
     extra: dict[str, Any] | None = None,
     micro_batch: int = 0,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     """Write epoch_<epoch>/ (or epoch_<epoch>_step_<micro_batch>/) atomically and point `latest` at it.
 
@@ -169,6 +170,9 @@ def save_checkpoint(
         "optimizer": optim_meta,
         "config": config,
         "sha256": {name: sha256(tmp / name) for name in HASHED},
+        # fp16's loss scale and growth counter (plain numbers); without them a resumed run restarts at 65,536
+        # and skips its first steps for overflow.
+        **({"grad_scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}),
         **(extra or {}),
     }
     (tmp / STATE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -263,8 +267,10 @@ def resolve_prompt_dir(path: str | Path) -> Path:
     return path
 
 
-def load_trainer_state(ckpt: Path, model: SoftPromptModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore prompt and optimizer state; returns the checkpoint's metadata."""
+def load_trainer_state(
+    ckpt: Path, model: SoftPromptModel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None
+) -> dict[str, Any]:
+    """Restore prompt, optimizer and (fp16) loss-scaler state; returns the checkpoint's metadata."""
     problem = verify(ckpt)
     if problem:
         raise SoftPromptError(f"cannot resume: {problem}")
@@ -286,4 +292,6 @@ def load_trainer_state(ckpt: Path, model: SoftPromptModel, optimizer: torch.opti
         optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     except (ValueError, KeyError) as err:
         raise SoftPromptError(f"{ckpt}: optimizer state does not fit this run ({err})") from err
+    if scaler is not None and scaler.is_enabled() and meta.get("grad_scaler"):
+        scaler.load_state_dict(meta["grad_scaler"])
     return meta

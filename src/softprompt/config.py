@@ -113,7 +113,10 @@ class DataConfig:
     max_train_examples: int | None = None
     """Use the first N training examples (None: all)."""
     max_eval_examples: int | None = None
-    """Use the first N validation/test examples (None: all)."""
+    """Bound the validation loss during training to the first N validation examples (None: all). evaluate.py
+    scores the whole split; its --limit N scores a seeded sample instead."""
+    eval_split: str | None = None
+    """The split evaluate.py scores by default (None: the task's: validation for qna, else test)."""
     max_source_tokens: int | None = None
     """Source token budget; None: the context window minus the prompt and max_target_tokens."""
     max_target_tokens: int = 128
@@ -138,6 +141,8 @@ class DataConfig:
         for name in ("carve_validation", "carve_test"):
             if getattr(self, name) < 1:
                 out.append(f"data.{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_split is not None and self.eval_split not in ("train", "validation", "test"):
+            out.append(f"data.eval_split must be train, validation or test, got '{self.eval_split}'")
         if self.files is not None:
             if not self.files:
                 out.append("data.files must name at least a train file")
@@ -180,11 +185,16 @@ class TrainConfig:
     """Recompute activations in the backward pass: less memory, about a third more time."""
     on_nonfinite: NonFinite = NonFinite.STOP
     """What a NaN/inf loss does: stop the run, or skip the batch."""
+    dist_timeout_minutes: float = 60.0
+    """Under torchrun: how long a rank waits in a collective, e.g. while rank 0 downloads and tokenises on a first
+    run (PyTorch's default, 10 minutes, is too short for a 1 GB dataset)."""
     output_dir: str = "checkpoints"
     """Where run directories go (relative paths: to the working directory unless set in a config)."""
 
     def problems(self) -> list[str]:
         out = []
+        if not self.dist_timeout_minutes > 0:
+            out.append(f"train.dist_timeout_minutes must be positive, got {self.dist_timeout_minutes}")
         for name in ("lr", "eps", "weight_decay", "warmup_steps"):
             if not math.isfinite(getattr(self, name)):
                 out.append(f"train.{name} must be a finite number, got {getattr(self, name)}")

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from .config import Config
-from .errors import SoftPromptError, offline_message
+from .errors import SoftPromptError, first_line, offline_message
 from .tasks import Task, get_task, record_problem
 
 SPLITS = ("train", "validation", "test")
@@ -115,8 +115,14 @@ def _has_lone_surrogate(record: Any) -> bool:
     return False
 
 
-def load_raw(cfg: Config, splits: tuple[str, ...]) -> dict[str, Any]:
-    """The requested splits as datasets.Dataset, with carving and subsets applied."""
+def load_raw(cfg: Config, splits: tuple[str, ...], cap_eval: bool = True) -> dict[str, Any]:
+    """The requested splits as datasets.Dataset, with carving and subsets applied.
+
+    A dataset without a validation or test split has them carved out of train whichever splits are
+    asked for (when train is big enough), so training and evaluation see the same train split and no
+    scored example was trained on. cap_eval False: validation/test are not cut to data.max_eval_examples
+    (evaluation scores the whole split; the cap bounds only training's validation loss).
+    """
     import datasets
 
     task = get_task(cfg.task)
@@ -149,14 +155,18 @@ def load_raw(cfg: Config, splits: tuple[str, ...]) -> dict[str, Any]:
             raise SoftPromptError(offline_message("dataset", name, err)) from err
     dd = dict(dd)
     missing = [s for s in ("validation", "test") if s not in dd]
-    if missing and any(s in splits for s in missing):
+    carved = sum({"validation": cfg.data.carve_validation, "test": cfg.data.carve_test}[s] for s in missing)
+    # Carve whenever train is big enough, not only when a carved split is asked for: training must drop the
+    # examples that evaluation will score. (A train split too small to carve trains as it is, and asking
+    # for the split it lacks is the error it always was.)
+    if missing and (any(s in splits for s in missing) or carved < len(dd["train"])):
         dd.update(_carve(dd["train"], cfg, missing))
     out = {}
     for split in splits:
         if split not in dd:
             raise SoftPromptError(f"the {task.name} dataset has no '{split}' split (it has {', '.join(dd)})")
         ds = dd[split]
-        limit = cfg.data.max_train_examples if split == "train" else cfg.data.max_eval_examples
+        limit = cfg.data.max_train_examples if split == "train" else cfg.data.max_eval_examples if cap_eval else None
         if limit is not None and limit < len(ds):
             ds = ds.select(range(limit))
         out[split] = ds
@@ -201,10 +211,12 @@ def encode_example(record: dict[str, Any], task: Task, tokenizer, budget: int, m
     return {"source_ids": source, "target_ids": target, "source_cut": cut, "target_cut": target_cut}
 
 
-def load_task_data(cfg: Config, tokenizer, window: int, splits: tuple[str, ...] = ("train", "validation")) -> TaskData:
+def load_task_data(
+    cfg: Config, tokenizer, window: int, splits: tuple[str, ...] = ("train", "validation"), cap_eval: bool = True
+) -> TaskData:
     task = get_task(cfg.task)
     budget = source_budget(cfg, window)
-    raw = load_raw(cfg, splits)
+    raw = load_raw(cfg, splits, cap_eval)
     out, cut_src, cut_tgt = {}, {}, {}
     for split, ds in raw.items():
         encoded = ds.map(

@@ -10,6 +10,8 @@ rank 0 prints, logs, draws progress bars and writes checkpoints.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import os
 from dataclasses import dataclass
 
@@ -32,8 +34,13 @@ class Dist:
         return self.world > 1
 
 
-def init(device_name: str) -> tuple[Dist, str]:
-    """Join the process group if launched by torchrun; returns (Dist, device name for this rank)."""
+def init(device_name: str, timeout_minutes: float = 60.0) -> tuple[Dist, str]:
+    """Join the process group if launched by torchrun; returns (Dist, device name for this rank).
+
+    timeout_minutes bounds every collective, the barrier too: on a first run the other ranks wait there
+    while rank 0 downloads the model and dataset and tokenises it, which can take far longer than
+    PyTorch's default of 10 minutes.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist(), device_name
@@ -45,7 +52,8 @@ def init(device_name: str) -> tuple[Dist, str]:
     else:
         device_name = "cpu"
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                timeout=datetime.timedelta(minutes=timeout_minutes))
     return Dist(rank, world, local_rank), device_name
 
 
@@ -84,6 +92,19 @@ def shard(batches: list[list[int]], d: Dist, accum: int) -> tuple[list[list[int]
     return mine, len(batches) - usable
 
 
+def global_index(i: int, d: Dist, accum: int) -> int:
+    """The position of this rank's i-th micro-batch in the epoch's single-process order (see `shard`)."""
+    if not d.enabled:
+        return i
+    group, k = divmod(i, accum)
+    return group * d.world * accum + d.rank * accum + k
+
+
+def round_indices(i: int, d: Dist, accum: int) -> list[int]:
+    """The global indices every rank runs at its i-th micro-batch (rank order): one per rank."""
+    return [global_index(i, Dist(r, d.world), accum) for r in range(d.world)]
+
+
 def all_sum(value: torch.Tensor, d: Dist) -> torch.Tensor:
     if d.enabled:
         value = value.clone()
@@ -103,3 +124,29 @@ def all_min(value: torch.Tensor, d: Dist) -> torch.Tensor:
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return value
+
+
+def broadcast_json(value, d: Dist, device="cpu"):
+    """Rank 0's JSON-able value on every rank (sent as UTF-8 bytes: nothing is unpickled).
+
+    `device`: where the bytes travel (NCCL moves only CUDA tensors).
+    """
+    if not d.enabled:
+        return value
+    data = json.dumps(value).encode() if d.main else b""
+    size = torch.tensor([len(data)], dtype=torch.long, device=device)
+    dist.broadcast(size, src=0)
+    if d.main:
+        buf = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
+    else:
+        buf = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+    dist.broadcast(buf, src=0)
+    return json.loads(bytes(buf.cpu().tolist()).decode())
+
+
+def broadcast_tensor(value: torch.Tensor | None, shape, dtype: torch.dtype, device, d: Dist) -> torch.Tensor:
+    """Rank 0's tensor on every rank (the others pass None and get a copy of the given shape and dtype)."""
+    out = value.to(device) if d.main else torch.empty(shape, dtype=dtype, device=device)
+    if d.enabled:
+        dist.broadcast(out, src=0)
+    return out

@@ -2,6 +2,7 @@
 
     metrics = evaluate(load_config("configs/smoke/qna.yaml"))                  # latest checkpoint
     metrics = evaluate(cfg, baseline="hard")     # the init words as plain text instead of the prompt
+    metrics = evaluate(cfg, baseline="text", prompt_text="reply with the place")   # any text, e.g. an oracle
     metrics = evaluate(cfg, ensemble=["checkpoints/qna-s1", "checkpoints/qna-s2"])   # prompt ensemble
     print(summary_line(metrics))   # qna | validation | n=10 | EM 0.00 | F1 3.21 | checkpoint epoch_010
 
@@ -34,8 +35,8 @@ listed checkpoints of one task (or run folders: their latest checkpoint) are
 decoded together with `multi.ensemble_generate`, their next-token
 log-probabilities averaged at every greedy step. Greedy only.
 
-Results go to <results_dir>/<run>/<split>/ for a checkpoint, <split>-baseline-hard/
-or <split>-baseline-none/ for a baseline, <split>-ensemble/ for an ensemble,
+Results go to <results_dir>/<run>/<split>/ for a checkpoint, <split>-baseline-hard/,
+-baseline-none/ or -baseline-text/ for a baseline, <split>-ensemble/ for an ensemble,
 and <split>-all/ for each task of an --task all pass, so no mode overwrites another's:
 
     metrics.json        scores, checkpoint and epoch, base model, n, decoding settings, timings, versions
@@ -44,20 +45,23 @@ and <split>-all/ for each task of an --task all pass, so no mode overwrites anot
                         of the whole mixed stream)
     predictions.jsonl   one line per example: index, source, references, prediction
 
-Token limits: by default a row may generate min(task.max_new_tokens,
-data.max_target_tokens) new tokens -- the source budget reserves exactly
-data.max_target_tokens positions, so that is all the context window has room
-for. For tx a row's limit is also at most ceil(1.5 x its source length): a
-translation is about as long as its source. The limit is per row (not per
-batch), so a prediction does not depend on which rows share its batch.
+Token limits: by default a row may generate data.max_target_tokens new tokens:
+training targets are cut to that length (EOS included), and the source budget
+reserves exactly that many positions in the context window. The limit is per row
+(not per batch), so a prediction does not depend on which rows share its batch.
+
+What is scored: the whole split. data.max_eval_examples bounds only the
+validation loss during training; `limit` scores a seeded random sample of the
+split (SAMPLE_SEED), kept in the split's order, and metrics.json records its
+indices and seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import platform
+import random
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -79,9 +83,10 @@ from .multi import MultiPromptModel, ensemble_generate, load_prompts
 from .tasks import Task, get_task
 from .devices import autocast, pick_device
 
-BASELINES = ("hard", "none")
-TX_LENGTH_RATIO = 1.5
-"""tx rows generate at most this many tokens per source token (before the task's bound)."""
+BASELINES = ("hard", "none", "text")
+"""hard: the config's init words as text; none: no prefix; text: a text you give (e.g. the oracle instruction)."""
+SAMPLE_SEED = 0
+"""Seed of the random sample `--limit N` scores (recorded in metrics.json)."""
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 _VERSIONED = ("torch", "transformers", "datasets", "tokenizers", "rouge-score", "sacrebleu")
@@ -232,7 +237,7 @@ def _decode(ids: list[int], tokenizer, eos: int, stop_at_newline: bool) -> str:
     return text.strip()
 
 
-def token_limits(task: Task, cfg: Config, sources: list[list[int]], max_new_tokens: int | None) -> list[int]:
+def token_limits(cfg: Config, sources: list[list[int]], max_new_tokens: int | None) -> list[int]:
     """Per-row generation limits (see the module docstring); an explicit max_new_tokens is used as given."""
     room = cfg.data.max_target_tokens
     if max_new_tokens is not None:
@@ -242,10 +247,8 @@ def token_limits(task: Task, cfg: Config, sources: list[list[int]], max_new_toke
                 "the room the source budget leaves in the context window; raise data.max_target_tokens with --set"
             )
         return [max_new_tokens] * len(sources)
-    bound = min(task.max_new_tokens, room)
-    if task.name == "tx":
-        return [max(1, min(bound, math.ceil(TX_LENGTH_RATIO * len(s)))) for s in sources]
-    return [bound] * len(sources)
+    # Every target was trained at up to max_target_tokens (EOS included), so generation may use as many.
+    return [room] * len(sources)
 
 
 def resolve_checkpoint(cfg: Config, checkpoint: str | Path | None) -> Path:
@@ -295,21 +298,32 @@ class _Examples:
     limits: list[int]
     source_budget: int
     sources_cut: int
+    split_size: int
+    sample: list[int] | None
+    """The indices scored when --limit drew a sample; None: the whole split."""
 
 
 def _load_examples(cfg: Config, tokenizer, window: int, prefix_len: int, split: str, limit: int | None,
                    max_new_tokens: int | None) -> _Examples:
     task = get_task(cfg.task)
     data_cfg, window = _room_for_prefix(cfg, window, prefix_len)
-    data = load_task_data(data_cfg, tokenizer, window, splits=(split,))
+    data = load_task_data(data_cfg, tokenizer, window, splits=(split,), cap_eval=False)
     ds = data.splits[split]
+    sample = None
     if limit is not None and limit < len(ds):
-        ds = ds.select(range(limit))
+        sample = sample_indices(len(ds), limit)
+        ds = ds.select(sample)
     if len(ds) == 0:
         raise SoftPromptError(f"the {split} split of {cfg.source} holds no examples")
     sources = list(ds["source_ids"])
-    limits = token_limits(task, cfg, sources, max_new_tokens)
-    return _Examples(cfg, task, split, list(ds), sources, limits, data.source_budget, data.truncated_sources[split])
+    limits = token_limits(cfg, sources, max_new_tokens)
+    return _Examples(cfg, task, split, list(ds), sources, limits, data.source_budget, data.truncated_sources[split],
+                     len(data.splits[split]), sample)
+
+
+def sample_indices(size: int, n: int, seed: int = SAMPLE_SEED) -> list[int]:
+    """n of range(size), drawn with a fixed seed and kept in order (a split's first N can all share one topic)."""
+    return sorted(random.Random(seed).sample(range(size), n))
 
 
 def _prompt_meta(ckpt: Path, cfg: Config) -> dict[str, Any]:
@@ -332,6 +346,7 @@ def evaluate(
     results_dir: str | Path = "results",
     progress: bool = True,
     ensemble: Sequence[str | Path] | None = None,
+    prompt_text: str | None = None,
 ) -> dict[str, Any]:
     """Generate, score and write results (see the module docstring); returns what metrics.json holds.
 
@@ -342,8 +357,8 @@ def evaluate(
     """
     started = time.perf_counter()
     task = get_task(cfg.task)
-    split = split or task.eval_split
-    _check_arguments(checkpoint, limit, batch_size, max_new_tokens, num_beams, baseline, ensemble)
+    split = split or cfg.data.eval_split or task.eval_split
+    _check_arguments(checkpoint, limit, batch_size, max_new_tokens, num_beams, baseline, ensemble, prompt_text)
     batch_size = batch_size or cfg.train.eval_batch_size
     ckpt = resolve_checkpoint(cfg, checkpoint) if baseline is None and ensemble is None else None
     members = [resolve_prompt_dir(p) for p in ensemble] if ensemble is not None else []
@@ -360,9 +375,7 @@ def evaluate(
         prompts = load_prompts(model.base, members, base_id=cfg.model.name_or_path)
         prefix_len = max(p.shape[0] for p in prompts)  # the ensemble's stack is as long as its longest prompt
     else:
-        # The hard baseline's prefix sits where the soft prompt would: after any padding, before the source.
-        words = cfg.model.init_text or task.init_words
-        prefix = tokenizer(words, add_special_tokens=False)["input_ids"] if baseline == "hard" else []
+        prefix = baseline_prefix(cfg, tokenizer, baseline, prompt_text)
         prefix_len = len(prefix)
     ex = _load_examples(cfg, tokenizer, context_window(model.base), prefix_len, split, limit, max_new_tokens)
 
@@ -382,9 +395,24 @@ def evaluate(
         ex, predictions, tokenizer, results_path(results_dir, cfg, split, variant),
         checkpoint=ckpt, epoch=metas[0].get("epoch") if ckpt is not None else None, baseline=baseline,
         num_beams=num_beams, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        prefix=tokenizer.decode(prefix) if baseline == "hard" else None,
+        prefix=tokenizer.decode(prefix) if prefix else None,
         device=device, gen_time=gen_time, n_generated=len(predictions), started=started, extra=extra,
     )
+
+
+def baseline_prefix(cfg: Config, tokenizer, baseline: str | None, prompt_text: str | None = None) -> list[int]:
+    """Token ids a baseline puts where the soft prompt would sit (after any padding, before the source).
+
+    hard: the config's init words, text: the given text; each followed by a newline, so the model
+    reads "<words>\nContext: ..." rather than the words glued onto the source's first word.
+    """
+    if baseline == "hard":
+        text = cfg.model.init_text or get_task(cfg.task).init_words
+    elif baseline == "text":
+        text = prompt_text
+    else:
+        return []
+    return tokenizer(text + "\n", add_special_tokens=False)["input_ids"]
 
 
 def evaluate_all(
@@ -426,7 +454,7 @@ def evaluate_all(
     prompts = dict(zip(cfgs, load_prompts(base, list(ckpts.values()), base_id=base_id)))
     multi = MultiPromptModel(base, prompts, base_id=base_id)
     window = context_window(base)
-    examples = {t: _load_examples(cfg, tokenizer, window, prompts[t].shape[0], split or get_task(t).eval_split,
+    examples = {t: _load_examples(cfg, tokenizer, window, prompts[t].shape[0], split or cfg.data.eval_split or get_task(t).eval_split,
                                   limit, max_new_tokens) for t, cfg in cfgs.items()}
 
     # One stream of every task's examples: (task, index within the task).
@@ -507,10 +535,15 @@ def speed_line(results: dict[str, dict[str, Any]]) -> str:
 # ---------------------------------------------------------------- helpers
 
 
-def _check_arguments(checkpoint, limit, batch_size, max_new_tokens, num_beams, baseline, ensemble) -> None:
+def _check_arguments(checkpoint, limit, batch_size, max_new_tokens, num_beams, baseline, ensemble,
+                     prompt_text=None) -> None:
     problems = []
     if baseline is not None and baseline not in BASELINES:
         problems.append(f"--baseline must be one of {', '.join(BASELINES)}, got '{baseline}'")
+    if (baseline == "text") != (prompt_text is not None):
+        problems.append("--baseline text and --prompt-text go together: the text is the baseline's prompt")
+    elif prompt_text is not None and not prompt_text.strip():
+        problems.append("--prompt-text must not be empty")
     if baseline is not None and checkpoint is not None:
         problems.append("--baseline and --checkpoint exclude each other: a baseline uses no trained prompt")
     if ensemble is not None:
@@ -575,6 +608,8 @@ def _finish(ex: _Examples, predictions: list[str], tokenizer, out_dir: Path, *, 
         "task": task.name,
         "split": ex.split,
         "n": len(predictions),
+        "split_size": ex.split_size,
+        "sample": {"seed": SAMPLE_SEED, "indices": ex.sample} if ex.sample is not None else None,
         "scores": scores,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "epoch": epoch,
@@ -587,7 +622,7 @@ def _finish(ex: _Examples, predictions: list[str], tokenizer, out_dir: Path, *, 
             "num_beams": num_beams,
             "batch_size": batch_size,
             "max_new_tokens": max(ex.limits),
-            "max_new_tokens_rule": _limit_rule(task, cfg, max_new_tokens),
+            "max_new_tokens_rule": _limit_rule(cfg, max_new_tokens),
             "stop_at_newline": task.stop_at_newline,
             "prefix": prefix,
             "source_budget": ex.source_budget,
@@ -628,14 +663,10 @@ def _room_for_prefix(cfg: Config, window: int, prefix_len: int) -> tuple[Config,
     return cfg, window - extra
 
 
-def _limit_rule(task: Task, cfg: Config, max_new_tokens: int | None) -> str:
+def _limit_rule(cfg: Config, max_new_tokens: int | None) -> str:
     if max_new_tokens is not None:
         return f"{max_new_tokens} (given)"
-    bound = min(task.max_new_tokens, cfg.data.max_target_tokens)
-    rule = f"min(task default {task.max_new_tokens}, data.max_target_tokens {cfg.data.max_target_tokens}) = {bound}"
-    if task.name == "tx":
-        rule = f"min({bound}, ceil({TX_LENGTH_RATIO} x source tokens)) per row, where {bound} = {rule}"
-    return rule
+    return f"data.max_target_tokens = {cfg.data.max_target_tokens}"
 
 
 def _device_name(device: torch.device) -> str:

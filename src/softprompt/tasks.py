@@ -34,8 +34,8 @@ class Task:
     """record -> the reference(s) a prediction is scored against."""
     stop_at_newline: bool
     """Cut predictions at the first newline (not for summaries, whose sentences are newline-separated)."""
-    max_new_tokens: int
-    """Default generation length at evaluation."""
+    headline: tuple[str, str]
+    """(key in the scores, label) of the one metric that sums a result up, e.g. ("exact_match", "EM")."""
 
 
 def _qna_pieces(r: dict[str, Any]) -> tuple[str, str, str]:
@@ -66,7 +66,7 @@ TASKS: dict[str, Task] = {
         target=_qna_target,
         references=lambda r: [a.strip() for a in r["answers"]["text"]],
         stop_at_newline=True,
-        max_new_tokens=24,
+        headline=("exact_match", "EM"),
     ),
     "sum": Task(
         name="sum",
@@ -79,7 +79,7 @@ TASKS: dict[str, Task] = {
         target=lambda r: " " + r["highlights"].strip(),
         references=lambda r: [r["highlights"].strip()],
         stop_at_newline=False,
-        max_new_tokens=100,
+        headline=("rougeL", "ROUGE-L"),
     ),
     "tx": Task(
         name="tx",
@@ -92,7 +92,7 @@ TASKS: dict[str, Task] = {
         target=lambda r: " " + r["translation"]["en"].strip(),
         references=lambda r: [r["translation"]["en"].strip()],
         stop_at_newline=True,
-        max_new_tokens=96,
+        headline=("bleu", "BLEU"),
     ),
 }
 

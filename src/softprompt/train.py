@@ -37,7 +37,7 @@ from .devices import autocast, pick_device
 from .data import batch_order, iter_batches, lengths_of, load_task_data
 from .errors import SoftPromptError
 from .hub import context_window
-from .model import SoftPromptModel, build_model
+from .model import SoftPromptModel, build_model, enable_checkpointing
 from .plots import LOG_FILE, plot_losses
 
 CONFIG_FILE = "config.yaml"
@@ -109,8 +109,9 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
 def _truncate_log(path: Path, epochs_done: int, micro_batches: int = 0) -> None:
     """Drop log records the crashed run wrote after the checkpoint we resume from.
 
-    The checkpoint holds `epochs_done` epochs and `micro_batches` of the next; step records carry the
-    0-based epoch they were in, epoch records the 1-based number of the epoch they close.
+    The checkpoint holds `epochs_done` epochs and `micro_batches` (all ranks') of the next; step records
+    carry the 0-based epoch they were in and their 0-based micro-batch, epoch records the 1-based number
+    of the epoch they close.
     """
     if not path.is_file():
         return
@@ -121,12 +122,51 @@ def _truncate_log(path: Path, epochs_done: int, micro_batches: int = 0) -> None:
             if rec.get("type") == "epoch":
                 kept = rec["epoch"] <= epochs_done
             else:
-                kept = (rec["epoch"], rec["step"]) <= (epochs_done, micro_batches)
+                kept = (rec["epoch"], rec["step"]) < (epochs_done, micro_batches)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line cut short by the crash
         if kept:
             keep.append(line)
     write_text_atomic(path, "".join(k + "\n" for k in keep))
+
+
+def _restore(run_dir, model, optimizer, scaler, d, device, warn) -> tuple[str | None, dict[str, Any]]:
+    """(checkpoint, its metadata) after loading it into every rank; (None, {}) when there is none.
+
+    Rank 0 alone looks for and reads the checkpoint, since only rank 0 writes them: on several nodes
+    without a shared filesystem the other ranks' disks have none. It sends the decision, the metadata
+    and the prompt and optimizer tensors to every rank, so all ranks resume from the same state.
+    """
+    found = None
+    if d.main:
+        try:
+            ckpt = find_resume_checkpoint(run_dir, warn)
+            meta = load_trainer_state(ckpt, model, optimizer, scaler) if ckpt is not None else {}
+            state = optimizer.state_dict()["state"]
+            tensors = [[pid, key, list(v.shape), str(v.dtype).removeprefix("torch.")]
+                       for pid, entry in state.items() for key, v in entry.items()]
+            found = {"ckpt": str(ckpt) if ckpt else None, "meta": meta, "tensors": tensors}
+        except SoftPromptError as err:
+            found = {"error": str(err)}
+    found = distributed.broadcast_json(found, d, device)
+    if "error" in found:  # every rank stops, rank 0's message is the one shown
+        raise SoftPromptError(found["error"])
+    if d.enabled and found["ckpt"] is not None:
+        with torch.no_grad():
+            model.prompt.copy_(distributed.broadcast_tensor(model.prompt.detach() if d.main else None,
+                                                             model.prompt.shape, torch.float32, device, d))
+        own = optimizer.state_dict()["state"]
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for pid, key, shape, dtype in found["tensors"]:
+            mine = own[pid][key] if d.main else None
+            value = distributed.broadcast_tensor(mine, shape, getattr(torch, dtype), device, d)
+            state.setdefault(pid, {})[key] = value.cpu() if key == "step" else value  # AdamW keeps `step` on the CPU
+        if not d.main:
+            meta = found["meta"]
+            optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+            if scaler.is_enabled() and meta.get("grad_scaler"):
+                scaler.load_state_dict(meta["grad_scaler"])
+    return found["ckpt"], found["meta"]
 
 
 def batch_seed(seed: int, epoch: int, micro_batch: int, rank: int) -> int:
@@ -147,7 +187,7 @@ def train(
     Afterwards the loss curves go to <results_dir>/<run_name>/loss.png (None: no plot).
     Under torchrun every rank runs this function; rank 0 alone talks and writes.
     """
-    d, device_name = distributed.init(cfg.train.device)
+    d, device_name = distributed.init(cfg.train.device, cfg.train.dist_timeout_minutes)
     try:
         run_dir = _train(cfg, d, device_name, resume, overwrite, quiet, echo)
     finally:
@@ -171,7 +211,7 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     model.to(device)
     if cfg.train.gradient_checkpointing:
-        model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model.base)
     pad_id = tokenizer.pad_token_id
     train_ds, val_ds = data.splits["train"], data.splits["validation"]
     for split in data.splits:
@@ -197,11 +237,10 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
     start_epoch, start_micro, global_step, progress = 0, 0, 0, {}
     log_path = run_dir / LOG_FILE
     if resume:
-        ckpt = find_resume_checkpoint(run_dir, warn)
+        ckpt, meta = _restore(run_dir, model, optimizer, scaler, d, device, warn)
         if ckpt is None:  # killed before its first checkpoint: nothing to continue, so start over
             warn(f"note: --resume: no usable checkpoint in {run_dir}; starting from the beginning")
         else:
-            meta = load_trainer_state(ckpt, model, optimizer)
             start_epoch, global_step = meta["epoch"], meta["global_step"]
             start_micro, progress = meta.get("micro_batch", 0), meta.get("progress", {})
             for diff in config_differences(meta.get("config", {}), cfg.to_dict()):
@@ -209,7 +248,7 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
             into = f", {start_micro} micro-batches into epoch {start_epoch + 1}" if start_micro else ""
             say(f"Resuming from {ckpt} (epoch {start_epoch}, step {global_step}{into})")
         if d.main:
-            _truncate_log(log_path, start_epoch, start_micro)
+            _truncate_log(log_path, start_epoch, start_micro * d.world)
     if d.main:
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
     prompt_meta = {
@@ -238,7 +277,8 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
         sums = {k: distributed.all_sum(v, d).item() if torch.is_tensor(v) else v for k, v in sums.items()}
         if d.main:
             path = save_checkpoint(run_dir, epoch, global_step, model, optimizer, cfg.to_dict(), prompt_meta,
-                                   extra={"progress": sums, "softprompt_version": __version__}, micro_batch=done)
+                                   extra={"progress": sums, "softprompt_version": __version__}, micro_batch=done,
+                                   scaler=scaler)
             say(f"Saved checkpoint {path}")
         distributed.barrier(d)
 
@@ -304,11 +344,21 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
             window_n += 1
             counted += 1
             bar.update()
-            if (i + 1) % cfg.train.log_every == 0:
+            # Step lines as the reference prints them: micro-batch 0 of the epoch and every log_every-th after it,
+            # counted over all ranks' micro-batches in single-process order, each with that micro-batch's loss.
+            ranks_now = distributed.round_indices(i, d, accum)
+            due = [j for j in ranks_now if j % cfg.train.log_every == 0]
+            if due:  # every rank computes the same list, so all of them join the collectives below
                 stop_if_nonfinite(first_bad, epoch)
-                step_loss = (distributed.all_sum(window_sum, d) / (window_n * d.world)).item()
-                say(f"Epoch: {epoch} | Step: {i + 1} | Loss: {step_loss:.6f}")
-                log({"type": "step", "epoch": epoch, "step": i + 1, "global_step": global_step, "loss": step_loss, "lr": lr})
+                mine = torch.zeros(d.world, device=device)
+                mine[d.rank] = loss.detach().float()
+                losses = distributed.all_sum(mine, d).tolist()
+                window = (distributed.all_sum(window_sum, d) / (window_n * d.world)).item()
+                for j in due:
+                    step_loss = losses[ranks_now.index(j)]
+                    say(f"Epoch: {epoch} | Step: {j} | Loss: {step_loss:.6f}")
+                    log({"type": "step", "epoch": epoch, "step": j, "global_step": global_step, "loss": step_loss,
+                         "window_loss": window, "lr": lr})
                 window_sum.zero_()
                 window_n = 0
             if last_of_group and every_steps and global_step % every_steps == 0 and i + 1 < len(batches):
@@ -331,6 +381,7 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
                 path = save_checkpoint(
                     run_dir, epoch + 1, global_step, model, optimizer, cfg.to_dict(), prompt_meta,
                     extra={"train_loss": train_loss, "val_loss": val_loss, "softprompt_version": __version__},
+                    scaler=scaler,
                 )
                 say(f"Saved checkpoint {path}")
             distributed.barrier(d)
