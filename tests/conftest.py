@@ -36,6 +36,22 @@ def tiny():
     return load_base(ModelConfig(name_or_path="builtin:tiny-gpt2"))
 
 
+@pytest.fixture(scope="session")
+def smoke_overrides(tmp_path_factory):
+    """--set overrides pointing tests/configs/smoke/{qna,sum,tx}.yaml at one short training of each task
+    (1 epoch on 8 examples), trained once per session and shared by the evaluation tests; tests that
+    damage a checkpoint copy it first."""
+    from softprompt.config import load_config
+    from softprompt.train import train
+
+    out = tmp_path_factory.mktemp("smoke-ckpt")
+    sets = [f"train.output_dir={out}", "train.epochs=1", "data.max_train_examples=8"]
+    for task in ("qna", "sum", "tx"):
+        train(load_config(ROOT / "tests" / "configs" / "smoke" / f"{task}.yaml", sets), quiet=True,
+              echo=lambda line: None, results_dir=None)
+    return sets
+
+
 def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
     """Run scripts/<script> in a subprocess; returns CompletedProcess with text output.
 

@@ -114,6 +114,7 @@ CLI_CASES = ["yaml syntax error", "--set without =", "unwritable output dir",
              "evaluate without a checkpoint"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CLI_CASES)
 def test_command_line_bad_input_is_one_error_line_exit_2_no_traceback(cli, case):
     results, _, _ = cli
@@ -125,6 +126,7 @@ def test_command_line_bad_input_is_one_error_line_exit_2_no_traceback(cli, case)
     assert re.search(pattern, errors[0]), errors[0]
 
 
+@pytest.mark.slow
 def test_command_line_bad_inputs_leave_earlier_runs_and_results_untouched(cli):
     _, tmp, before = cli
     assert snapshot(tmp) == before
@@ -132,6 +134,7 @@ def test_command_line_bad_inputs_leave_earlier_runs_and_results_untouched(cli):
     assert len(earlier) == 5  # every case that points at an earlier run
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(cli):
     results, _, _ = cli
     proc, _ = results["--debug"]

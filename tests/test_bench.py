@@ -3,11 +3,13 @@
 
 import json
 
+import pytest
+
+from benchmarks.harness import ABLATIONS, ROWS, make_plan
 from conftest import run_script
 
-from benchmarks.harness import ABLATIONS, ROWS
 
-
+@pytest.mark.slow
 def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
     proc = run_script("bench.py", "--quick", "--tiny", "--steps", "1", "--out", str(tmp_path), timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -29,7 +31,9 @@ def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
     assert gen["naive_matches_ours"] == gen["naive_examples"]  # the no-cache loop makes the same tokens
     assert set(results["storage"]) == {"ours", "peft", "lora", "full"}
     assert set(results["storage"]["ours"]["files"]) == {"prompt.safetensors", "prompt.json"}
-    assert all(r["peak_bytes"] > 0 for r in results["memory"]["rows"].values())
+    memory = results["memory"]["rows"]
+    assert set(memory) == set(make_plan("tiny").memory_rows)  # one fresh subprocess per planned row, none lost
+    assert all(0 < r["after_build_bytes"] <= r["peak_bytes"] for r in memory.values())
     assert len(results["targets"]) == 7 and all(isinstance(t["pass"], bool) for t in results["targets"])
 
     md = (tmp_path / "bench.md").read_text(encoding="utf-8")

@@ -21,6 +21,7 @@ def test_shard_gives_each_rank_its_accum_slice_of_every_global_batch():
     assert shard(batches, Dist(), accum=2) == (batches, 0)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_killed_mid_epoch_and_resumed_matches_single_process_accumulation(tmp_path):
     """2 ranks x 1 micro-batch = 1 rank x 2 accumulated; the DDP run also dies in epoch 2 and resumes mid-epoch."""
     common = ["--config", "tests/configs/smoke/qna.yaml", "--quiet", "--set", "train.epochs=3"]

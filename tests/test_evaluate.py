@@ -19,7 +19,6 @@ from softprompt.inspection import format_report, inspect_prompt
 from softprompt.model import SoftPromptModel, init_prompt
 from softprompt.plots import plot_losses
 from softprompt.tasks import get_task
-from softprompt.train import train
 
 TASKS = ("qna", "sum", "tx")
 SPLIT = {"qna": "validation", "sum": "test", "tx": "test"}  # each 10 examples in the samples (tx: carved)
@@ -33,21 +32,16 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """{task: overrides} after a 1-epoch smoke training of each task into a temporary folder."""
-    out = tmp_path_factory.mktemp("ckpt")
-    overrides = {}
-    for task in TASKS:
-        overrides[task] = [f"train.output_dir={out}", "train.epochs=1", "data.max_train_examples=8"]
-        train(load_config(f"tests/configs/smoke/{task}.yaml", overrides[task]), quiet=True, echo=lambda line: None,
-              results_dir=out / "results")
-    return overrides
+def runs(smoke_overrides):
+    """{task: overrides} of the session's 1-epoch smoke trainings (conftest.py)."""
+    return {task: smoke_overrides for task in TASKS}
 
 
 def _cfg(runs, task):
     return load_config(f"tests/configs/smoke/{task}.yaml", runs[task])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_evaluate_script_end_to_end(runs, task, tmp_path):
     # qna with every default; sum and tx exercise the flags (and generate less).
@@ -152,6 +146,7 @@ def test_evaluation_scores_the_whole_split_and_limit_draws_a_seeded_sample(runs,
     assert sample_indices(10, 8) == sample_indices(10, 8) and sorted(set(sample_indices(1000, 8))) != list(range(8))
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_one_line_naming_the_training_command(tmp_path):
     proc = run_script("evaluate.py", "--config", "tests/configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
                       "--results-dir", str(tmp_path))
@@ -177,6 +172,7 @@ def test_a_corrupted_checkpoint_given_by_path_is_refused_by_name(runs, tmp_path)
         evaluate(_cfg(runs, "qna"), checkpoint=ckpt, results_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_loss_png_is_a_valid_png(runs, tmp_path):
     run_dir = _cfg(runs, "qna").run_dir
     path = plot_losses(run_dir, tmp_path / "smoke-qna" / "loss.png")

@@ -25,15 +25,11 @@ SEED_RUN = "smoke-qna-seed7"
 
 
 @pytest.fixture(scope="module")
-def overrides(tmp_path_factory):
-    """The --set overrides that point the smoke configs at freshly trained checkpoints."""
-    out = tmp_path_factory.mktemp("ckpt")
-    sets = [f"train.output_dir={out}", "train.epochs=1", "data.max_train_examples=8"]
-    for task in TASKS:
-        train(load_config(f"tests/configs/smoke/{task}.yaml", sets), quiet=True, echo=lambda line: None, results_dir=None)
-    train(load_config("tests/configs/smoke/qna.yaml", [*sets, "train.seed=7", f"run_name={SEED_RUN}"]),
+def overrides(smoke_overrides):
+    """The session's smoke trainings (conftest.py), plus a second qna prompt with another seed beside them."""
+    train(load_config("tests/configs/smoke/qna.yaml", [*smoke_overrides, "train.seed=7", f"run_name={SEED_RUN}"]),
           quiet=True, echo=lambda line: None, results_dir=None)
-    return sets
+    return smoke_overrides
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ one) fails the test, with hypothesis's smallest example.
 """
 
 import json
+import re
 import string
 import tempfile
 from pathlib import Path
@@ -75,10 +76,11 @@ yaml_documents = st.one_of(
 
 
 def loads_or_refuses(fn, *args):
+    """(what fn returned, None) or (None, the SoftPromptError's message); any other exception fails the test."""
     try:
-        return fn(*args)
-    except SoftPromptError:
-        return None
+        return fn(*args), None
+    except SoftPromptError as err:
+        return None, str(err)
 
 
 @FUZZ
@@ -90,8 +92,12 @@ def test_random_yaml_configs_load_or_raise_config_errors(document, overrides):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.yaml"
         path.write_text(document, encoding="utf-8", errors="surrogatepass")
-        cfg = loads_or_refuses(load_config, path, overrides)
-    assert cfg is None or isinstance(cfg, Config)
+        cfg, error = loads_or_refuses(load_config, path, overrides)
+    if error is not None:  # a refusal names where the problem is: the file, or the --set override
+        assert error.startswith((f"{path}: ", "--set ")), error
+    else:  # a config that loads is one the training code can use as it stands
+        assert isinstance(cfg, Config) and cfg.task in TASKS
+        assert cfg.train.lr > 0 and cfg.train.batch_size >= 1 and cfg.model.prompt_length >= 1 and cfg.train.epochs >= 1
 
 
 def test_pathological_yaml_is_a_config_error(tmp_path):
@@ -142,13 +148,44 @@ def records(task):
 tasks_and_records = st.sampled_from(sorted(TASKS)).flatmap(lambda t: st.tuples(st.just(t), records(t)))
 
 
+MISSING = object()
+
+
+def value_at(record, dotted):
+    """The value at a dotted path of nested objects, or MISSING."""
+    for part in dotted.split("."):
+        if not isinstance(record, dict) or part not in record:
+            return MISSING
+        record = record[part]
+    return record
+
+
+def assert_problem_is_real(problem, record, task):
+    field = re.fullmatch(r"(missing field|field) '([^']+)'(.*)", problem)
+    if problem.startswith("expected a JSON object"):
+        assert not isinstance(record, dict), problem
+    elif problem == "empty target text":
+        assert not task.target(record).strip(), problem
+    elif field and field[1] == "missing field":
+        assert value_at(record, field[2]) is MISSING, problem
+    elif field and "list of strings" in field[3]:
+        value = value_at(record, field[2])
+        assert not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)), problem
+    elif field and field[3].startswith(" must be a string"):
+        value = value_at(record, field[2])
+        assert value is not MISSING and not isinstance(value, str), problem
+    else:
+        raise AssertionError(f"an unexpected problem text: {problem!r}")
+
+
 @FUZZ
 @given(task_and_record=tasks_and_records)
 def test_random_records_are_usable_or_have_a_problem(task_and_record):
     task, record = task_and_record
     problem = record_problem(TASKS[task], record)
-    assert problem is None or (isinstance(problem, str) and problem)
-    if problem is None:  # then every piece the task reads is a string, and the target is not empty
+    if problem is not None:  # the problem it names is really there
+        assert_problem_is_real(problem, record, TASKS[task])
+    else:  # then every piece the task reads is a string, and the target is not empty
         head, body, tail = TASKS[task].pieces(record)
         assert all(isinstance(p, str) for p in (head, body, tail)) and TASKS[task].target(record).strip()
         assert all(isinstance(r, str) for r in TASKS[task].references(record))
@@ -167,6 +204,8 @@ lines = st.one_of(
 def test_random_jsonl_files_load_or_raise_softprompt_errors(task, body):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "data.jsonl"
-        path.write_bytes(b"\n".join(line.replace(b"\n", b" ") for line in body))
-        count = loads_or_refuses(check_jsonl, path, TASKS[task])
-    assert count is None or count >= 1
+        body = [line.replace(b"\n", b" ") for line in body]
+        path.write_bytes(b"\n".join(body))
+        count, _ = loads_or_refuses(check_jsonl, path, TASKS[task])
+    if count is not None:  # accepted: then every line is UTF-8, and every line not blank is one record
+        assert count == sum(1 for line in body if line.decode("utf-8").strip())

@@ -120,6 +120,7 @@ def test_export_without_a_base_model_name_needs_one(tiny, tmp_path):
     assert read_prompt(out)[1]["base_model"] == "gpt2"  # and our loader checks the base against it
 
 
+@pytest.mark.slow
 def test_export_cli(checkpoint, tmp_path):
     ckpt, ours = checkpoint
     done = run_script("export_peft.py", str(ckpt), str(tmp_path / "cli"))

@@ -108,6 +108,7 @@ def test_reference_run_logs_every_epoch_and_notes_the_cut_sources(reference):
     assert "note: train: 12 source(s) cut to 64 tokens" in stderr
 
 
+@pytest.mark.slow
 def test_killed_five_times_and_resumed_ends_bit_identical(reference, tmp_path):
     """One run killed at five points in turn (each resume continues the previous one's state)."""
     run_dir = tmp_path / RUN
@@ -148,6 +149,7 @@ def test_killed_five_times_and_resumed_ends_bit_identical(reference, tmp_path):
     assert_same_as_reference(run_dir, reference)
 
 
+@pytest.mark.slow
 def test_killed_mid_epoch_resumes_from_the_mid_epoch_checkpoint_bit_identical(reference, tmp_path, capsys):
     """train.save_every_steps=2: a kill inside epoch 3 loses only the micro-batches after its last checkpoint."""
     run_dir = tmp_path / RUN
