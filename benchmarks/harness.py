@@ -40,9 +40,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -127,9 +128,21 @@ def make_plan(mode: str = "full", steps: int | None = None, repeats: int | None 
     every = {reference.name: ROWS + ABLATIONS, throughput.name: ROWS + ABLATIONS}
     if mode == "full":
         plan = Plan(
-            mode, {}, (reference, throughput), every, warmup={reference.name: 1, throughput.name: 1}, repeats=3,
-            steps=1, memory_shape=throughput.name, memory_steps=2,
-            gen_examples=32, gen_batch=8, gen_new_tokens=64, gen_source=400, gen_repeats=2, naive_examples=2,
+            mode,
+            {},
+            (reference, throughput),
+            every,
+            warmup={reference.name: 1, throughput.name: 1},
+            repeats=3,
+            steps=1,
+            memory_shape=throughput.name,
+            memory_steps=2,
+            gen_examples=32,
+            gen_batch=8,
+            gen_new_tokens=64,
+            gen_source=400,
+            gen_repeats=2,
+            naive_examples=2,
         )
     elif mode == "quick":
         # Every row once, within ~5 minutes on 2 cores: the rows the targets need (fp32 ours, PEFT, forward,
@@ -141,18 +154,43 @@ def make_plan(mode: str = "full", steps: int | None = None, repeats: int | None 
             throughput.name: ("ours/fp32", "peft/fp32", "forward/fp32", "full/fp32", *ABLATIONS),
         }
         plan = Plan(
-            mode, {}, (reference, throughput), rows, warmup={reference.name: 1, throughput.name: 0}, repeats=1,
-            steps=1, memory_shape=reference.name, memory_steps=1,
+            mode,
+            {},
+            (reference, throughput),
+            rows,
+            warmup={reference.name: 1, throughput.name: 0},
+            repeats=1,
+            steps=1,
+            memory_shape=reference.name,
+            memory_steps=1,
             memory_rows=("ours/fp32", "peft/fp32", "full/fp32", "lora/fp32", *ABLATIONS),
-            gen_examples=8, gen_batch=8, gen_new_tokens=64, gen_source=400, gen_repeats=1, naive_examples=1,
+            gen_examples=8,
+            gen_batch=8,
+            gen_new_tokens=64,
+            gen_source=400,
+            gen_repeats=1,
+            naive_examples=1,
         )
     elif mode == "tiny":
         plan = Plan(
-            mode, TINY_MODEL, (replace(reference, source=40, target=8), replace(throughput, source=40, target=8)),
-            every, warmup={reference.name: 1, throughput.name: 1}, repeats=1, steps=1,
-            memory_shape=throughput.name, memory_steps=1,
-            gen_examples=4, gen_batch=2, gen_new_tokens=4, gen_source=40, gen_repeats=1, naive_examples=1,
-            memory_rows=("ours/fp32", "peft/fp32"), memory_parallel=True, threads=1,
+            mode,
+            TINY_MODEL,
+            (replace(reference, source=40, target=8), replace(throughput, source=40, target=8)),
+            every,
+            warmup={reference.name: 1, throughput.name: 1},
+            repeats=1,
+            steps=1,
+            memory_shape=throughput.name,
+            memory_steps=1,
+            gen_examples=4,
+            gen_batch=2,
+            gen_new_tokens=4,
+            gen_source=40,
+            gen_repeats=1,
+            naive_examples=1,
+            memory_rows=("ours/fp32", "peft/fp32"),
+            memory_parallel=True,
+            threads=1,
         )
     else:
         raise SoftPromptError(f"benchmark mode must be full, quick or tiny, not '{mode}'")
@@ -264,8 +302,12 @@ def lora_config(plan: Plan):
 
     # GPT-2's c_attn is a Conv1D (weight stored [in, out]), hence fan_in_fan_out.
     return LoraConfig(
-        task_type="CAUSAL_LM", r=plan.lora_r, lora_alpha=2 * plan.lora_r, lora_dropout=0.0,
-        target_modules=["c_attn"], fan_in_fan_out=True,
+        task_type="CAUSAL_LM",
+        r=plan.lora_r,
+        lora_alpha=2 * plan.lora_r,
+        lora_dropout=0.0,
+        target_modules=["c_attn"],
+        fan_in_fan_out=True,
     )
 
 
@@ -278,8 +320,14 @@ def peft_prompt_model(base: nn.Module, prompt: torch.Tensor, plan: Plan) -> nn.M
     return model.eval()  # dropout off in the base, as ours
 
 
-def build_variant(row: str, base: nn.Module, prompt: torch.Tensor, plan: Plan, own_base: bool = False,
-                  fused_base: nn.Module | None = None) -> Variant:
+def build_variant(
+    row: str,
+    base: nn.Module,
+    prompt: torch.Tensor,
+    plan: Plan,
+    own_base: bool = False,
+    fused_base: nn.Module | None = None,
+) -> Variant:
     """One row's model, loss function and AdamW.
 
     `base` is the model as loaded (GPT-2's gelu_new unfused), what PEFT, LoRA and full fine-tuning get.
@@ -411,19 +459,24 @@ def bench_training(plan: Plan, shape: Shape, base: nn.Module, prompt: torch.Tens
             "trainable_params": v.trainable,
             "step_s": statistics.median(seconds),
             "step_s_repeats": seconds,
-            "tokens_per_s": statistics.median(t["tokens"] / sum(t[k] for k in ("forward", "backward", "optimizer")) for t in reps),
-            **{f"{k}_s": statistics.median(t[k] / plan.steps for t in reps) for k in ("forward", "backward", "optimizer")},
+            "tokens_per_s": statistics.median(
+                t["tokens"] / sum(t[k] for k in ("forward", "backward", "optimizer")) for t in reps
+            ),
+            **{
+                f"{k}_s": statistics.median(t[k] / plan.steps for t in reps)
+                for k in ("forward", "backward", "optimizer")
+            },
             "losses": v.losses,
         }
     if sanity:
         sanity["max_abs_diff_all_steps"] = max(
-            abs(a - b) for a, b in zip(by_row["ours/fp32"].losses, by_row["peft/fp32"].losses)
+            abs(a - b) for a, b in zip(by_row["ours/fp32"].losses, by_row["peft/fp32"].losses, strict=True)
         )
         out["peft_sanity"] = sanity
     for row in ABLATIONS:
         if row in by_row and "ours/fp32" in by_row:
             out["rows"][row]["max_abs_loss_diff_vs_ours"] = max(
-                abs(a - b) for a, b in zip(by_row[row].losses, by_row["ours/fp32"].losses)
+                abs(a - b) for a, b in zip(by_row[row].losses, by_row["ours/fp32"].losses, strict=True)
             )
     out["precision_drift"] = precision_drift(by_row, batches[0], device)
     del variants, by_row
@@ -438,8 +491,14 @@ def _step(t: dict[str, float], plan: Plan) -> float:
 def peft_sanity(by_row: dict[str, Variant], shape: Shape) -> dict:
     """The first step of both ran on batch 0 from the same prompt: their losses must agree."""
     a, b = by_row["ours/fp32"].losses[0], by_row["peft/fp32"].losses[0]
-    return {"shape": shape.name, "ours_loss": a, "peft_loss": b, "abs_diff": abs(a - b), "tolerance": SANITY_TOLERANCE,
-            "ok": abs(a - b) <= SANITY_TOLERANCE}
+    return {
+        "shape": shape.name,
+        "ours_loss": a,
+        "peft_loss": b,
+        "abs_diff": abs(a - b),
+        "tolerance": SANITY_TOLERANCE,
+        "ok": abs(a - b) <= SANITY_TOLERANCE,
+    }
 
 
 @torch.no_grad()
@@ -450,7 +509,7 @@ def precision_drift(by_row: dict[str, Variant], batch: dict, device: torch.devic
         a, b = by_row.get(f"{method}/fp32"), by_row.get(f"{method}/bf16")
         if a is None or b is None:
             continue
-        diffs = [abs(x - y) for x, y in zip(a.losses, b.losses)]
+        diffs = [abs(x - y) for x, y in zip(a.losses, b.losses, strict=True)]
         pa, pb = (_prompt_of(v) for v in (a, b))
         out[method] = {
             "steps": len(diffs),
@@ -516,7 +575,7 @@ def memory_child(spec_json: str) -> None:
         g["lr"] = 0.0
     v.optimizer.step()
     v.optimizer.zero_grad(set_to_none=True)
-    for g, x in zip(v.optimizer.param_groups, lr):
+    for g, x in zip(v.optimizer.param_groups, lr, strict=True):
         g["lr"] = x
     _turn(v, batches, device, plan.memory_steps)
     print(MEMORY_MARK + json.dumps({"peak_bytes": _peak_bytes(device), "after_build_bytes": built}), flush=True)
@@ -526,26 +585,36 @@ def bench_memory(plan: Plan, device: torch.device, log) -> dict:
     rows = plan.memory_rows or [r for r in plan.rows[plan.memory_shape] if r.split("/")[0] in TRAINED]
     plan_dict = {**asdict(plan), "shapes": [asdict(s) for s in plan.shapes]}
     # The child finds this package from the repository root: benchmarks/ is not installed with the library.
-    code = "import sys; sys.path.insert(0, sys.argv[2]); from benchmarks.harness import memory_child; memory_child(sys.argv[1])"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[2]); "
+        "from benchmarks.harness import memory_child; memory_child(sys.argv[1])"
+    )
     spec = {r: json.dumps({"plan": plan_dict, "row": r, "device": str(device)}) for r in rows}
     cmds = {r: [sys.executable, "-c", code, spec[r], str(ROOT)] for r in rows}
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     log(f"[memory] {len(rows)} fresh subprocesses at the {plan.memory_shape} shape, {plan.memory_steps} step(s) each")
     if plan.memory_parallel:
-        procs = {r: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for r, c in cmds.items()}
+        procs = {
+            r: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for r, c in cmds.items()
+        }
         outputs = {r: p.communicate() + (p.returncode,) for r, p in procs.items()}
     else:
         outputs = {}
         for r, c in cmds.items():
             p = subprocess.run(c, capture_output=True, text=True, env=env)
             outputs[r] = (p.stdout, p.stderr, p.returncode)
-    out = {"shape": plan.memory_shape, "steps": plan.memory_steps,
-           "measure": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak RSS (VmHWM)", "rows": {}}
+    out = {
+        "shape": plan.memory_shape,
+        "steps": plan.memory_steps,
+        "measure": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak RSS (VmHWM)",
+        "rows": {},
+    }
     for r, (stdout, stderr, code) in outputs.items():
-        lines = [l for l in stdout.splitlines() if l.startswith(MEMORY_MARK)]
+        lines = [line for line in stdout.splitlines() if line.startswith(MEMORY_MARK)]
         if code != 0 or not lines:
             raise SoftPromptError(f"the memory subprocess for {r} failed (exit {code}):\n{stderr[-2000:]}")
-        out["rows"][r] = json.loads(lines[-1][len(MEMORY_MARK):])
+        out["rows"][r] = json.loads(lines[-1][len(MEMORY_MARK) :])
         log(f"[memory] {r:10s} peak {out['rows'][r]['peak_bytes'] / 2**20:8.0f} MiB")
     return out
 
@@ -554,7 +623,9 @@ def bench_memory(plan: Plan, device: torch.device, log) -> dict:
 
 
 @torch.no_grad()
-def naive_generate(model: SoftPromptModel, source: list[int], new_tokens: int, eos: int, device: torch.device) -> list[int]:
+def naive_generate(
+    model: SoftPromptModel, source: list[int], new_tokens: int, eos: int, device: torch.device
+) -> list[int]:
     """The loop many reference repositories use: one example, the whole sequence re-run for every token."""
     ids = torch.tensor([source], device=device)
     out = []
@@ -583,7 +654,10 @@ def bench_generation(plan: Plan, base: nn.Module, prompt: torch.Tensor, device: 
         return [ours.generate(b["input_ids"], b["attention_mask"], **{**kwargs, **kw}) for b in bs]
 
     def run_peft(bs, **kw):
-        return [peft_model.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **{**kwargs, **kw}) for b in bs]
+        return [
+            peft_model.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **{**kwargs, **kw})
+            for b in bs
+        ]
 
     log(f"[generate] {len(sources)} examples in batches of {plan.gen_batch}, {T} new tokens, warm-up")
     run_ours(batches[-1:], max_new_tokens=2, min_new_tokens=2)
@@ -602,7 +676,9 @@ def bench_generation(plan: Plan, base: nn.Module, prompt: torch.Tensor, device: 
     assert all(len(t) == T for t in new_tokens.values())
     # The no-cache loop on a few examples at evenly spaced lengths (shortest to longest).
     k = min(plan.naive_examples, len(order))
-    picks = [order[round(j * (len(order) - 1) / max(1, k - 1))] for j in range(k)] if k > 1 else [order[len(order) // 2]]
+    picks = (
+        [order[round(j * (len(order) - 1) / max(1, k - 1))] for j in range(k)] if k > 1 else [order[len(order) // 2]]
+    )
     t0 = _clock(device)
     naive = {i: naive_generate(ours, sources[i], T, eos, device) for i in picks}
     naive_s = _clock(device) - t0
@@ -610,11 +686,19 @@ def bench_generation(plan: Plan, base: nn.Module, prompt: torch.Tensor, device: 
     n = len(sources)
     ours_s, peft_s = statistics.median(times["ours"]), statistics.median(times["peft"])
     return {
-        "examples": n, "batch": plan.gen_batch, "new_tokens": T,
+        "examples": n,
+        "batch": plan.gen_batch,
+        "new_tokens": T,
         "source_lengths": [len(s) for s in sources],
-        "ours_s": ours_s, "ours_s_repeats": times["ours"], "ours_examples_per_s": n / ours_s,
-        "peft_s": peft_s, "peft_s_repeats": times["peft"], "peft_examples_per_s": n / peft_s,
-        "naive_examples": k, "naive_source_lengths": [len(sources[i]) for i in picks], "naive_s": naive_s,
+        "ours_s": ours_s,
+        "ours_s_repeats": times["ours"],
+        "ours_examples_per_s": n / ours_s,
+        "peft_s": peft_s,
+        "peft_s_repeats": times["peft"],
+        "peft_examples_per_s": n / peft_s,
+        "naive_examples": k,
+        "naive_source_lengths": [len(sources[i]) for i in picks],
+        "naive_s": naive_s,
         "naive_examples_per_s": k / naive_s,
         "naive_matches_ours": sum(naive[i] == new_tokens[i] for i in picks),
     }
@@ -650,7 +734,12 @@ def bench_storage(plan: Plan, base: nn.Module, prompt: torch.Tensor) -> dict:
                 if name == "full"
                 else sum(p.numel() for p in counted[name].parameters() if p.requires_grad)
             )
-            out[name] = {"files": files, "weights_bytes": weights, "total_bytes": sum(files.values()), "trainable_params": trainable}
+            out[name] = {
+                "files": files,
+                "weights_bytes": weights,
+                "total_bytes": sum(files.values()),
+                "trainable_params": trainable,
+            }
     return out
 
 
@@ -666,10 +755,30 @@ def targets(results: dict) -> list[dict]:
     checks = [
         ("our training tokens/s ≥ 1.3× PEFT prompt tuning's", ours / rows["peft/fp32"]["tokens_per_s"], ">=", 1.3),
         ("our training tokens/s ≥ 2× full fine-tuning's", ours / rows["full/fp32"]["tokens_per_s"], ">=", 2.0),
-        ("our step / no-grad full-logits forward ≤ 1.8", rows["ours/fp32"]["step_s"] / rows["forward/fp32"]["step_s"], "<=", 1.8),
-        ("our peak training memory ≤ PEFT's (ours / PEFT)", mem["ours/fp32"]["peak_bytes"] / mem["peft/fp32"]["peak_bytes"], "<=", 1.0),
-        ("our generation ≥ 20× the no-cache loop (examples/s)", gen["ours_examples_per_s"] / gen["naive_examples_per_s"], ">=", 20.0),
-        ("our generation no slower than PEFT's generate (ours / PEFT)", gen["ours_examples_per_s"] / gen["peft_examples_per_s"], ">=", 1.0),
+        (
+            "our step / no-grad full-logits forward ≤ 1.8",
+            rows["ours/fp32"]["step_s"] / rows["forward/fp32"]["step_s"],
+            "<=",
+            1.8,
+        ),
+        (
+            "our peak training memory ≤ PEFT's (ours / PEFT)",
+            mem["ours/fp32"]["peak_bytes"] / mem["peft/fp32"]["peak_bytes"],
+            "<=",
+            1.0,
+        ),
+        (
+            "our generation ≥ 20× the no-cache loop (examples/s)",
+            gen["ours_examples_per_s"] / gen["naive_examples_per_s"],
+            ">=",
+            20.0,
+        ),
+        (
+            "our generation no slower than PEFT's generate (ours / PEFT)",
+            gen["ours_examples_per_s"] / gen["peft_examples_per_s"],
+            ">=",
+            1.0,
+        ),
         ("prompt checkpoint < 16 KiB (bytes, safetensors + JSON)", store["ours"]["total_bytes"], "<", 16 * 1024),
     ]
     ok = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
@@ -697,8 +806,11 @@ def _run_bench(plan: Plan, out_dir: str | Path, device: str, command: str, log) 
             loads.append(os.getloadavg()[0])  # sampled at every log line: how busy the cores were throughout
         log(f"{time.time() - started:7.1f}s {msg}")
 
-    results: dict[str, Any] = {"command": command, "plan": {**asdict(plan), "shapes": [asdict(s) for s in plan.shapes]},
-                               "machine": machine_info(dev)}
+    results: dict[str, Any] = {
+        "command": command,
+        "plan": {**asdict(plan), "shapes": [asdict(s) for s in plan.shapes]},
+        "machine": machine_info(dev),
+    }
     say(f"benchmark ({plan.mode}) on {results['machine']['cpu']}, {results['machine']['torch_threads']} threads, {dev}")
     base = make_base(plan).to(dev)
     prompt = make_prompt(base, plan)
@@ -711,7 +823,9 @@ def _run_bench(plan: Plan, out_dir: str | Path, device: str, command: str, log) 
     results["targets"] = targets(results)
     results["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     results["machine"]["load_average_during"] = (
-        {"min": min(loads), "median": statistics.median(loads), "max": max(loads), "samples": len(loads)} if loads else None
+        {"min": min(loads), "median": statistics.median(loads), "max": max(loads), "samples": len(loads)}
+        if loads
+        else None
     )
     results["wall_s"] = time.time() - started
     out_dir = Path(out_dir)

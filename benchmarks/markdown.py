@@ -42,16 +42,19 @@ def _load(m: dict) -> str:
 
 def render_markdown(r: dict) -> str:
     m, plan = r["machine"], r["plan"]
+    model = "GPT2Config()" if not plan["model"] else "GPT2Config(**" + json.dumps(plan["model"]) + ")"
     lines = [
         "# Benchmark: prompt tuning vs PEFT, LoRA and full fine-tuning",
         "",
-        f"Produced by `{r['command'] or 'python scripts/bench.py'}` ({plan['mode']} mode) in {r['wall_s'] / 60:.1f} min.",
+        f"Produced by `{r['command'] or 'python scripts/bench.py'}` ({plan['mode']} mode) "
+        f"in {r['wall_s'] / 60:.1f} min.",
         "",
-        f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs; bf16 units: {', '.join(m['cpu_bf16_features']) or 'none'}), "
+        f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs; "
+        f"bf16 units: {', '.join(m['cpu_bf16_features']) or 'none'}), "
         f"{m['torch_threads']} torch threads, device {m['device']}{' (' + m['gpu'] + ')' if m['gpu'] else ''}; "
         f"torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}.{_load(m)}",
         "",
-        f"Model: GPT2LMHeadModel({'GPT2Config()' if not plan['model'] else 'GPT2Config(**' + json.dumps(plan['model']) + ')'}), "
+        f"Model: GPT2LMHeadModel({model}), "
         f"random weights (seed {plan['seed']}), dropout off for every variant; prompt length {plan['prompt_length']}; "
         f"AdamW lr {plan['lr']}; warm-up steps per row {plan['warmup']}, then {plan['repeats']} timed repeat(s) of "
         f"{plan['steps']} step(s) per row, round-robin (reversed every other repeat); medians.",
@@ -73,7 +76,8 @@ def render_markdown(r: dict) -> str:
             f"## Training step, {name} shape (batch {sh['batch']}, source ≈{sh['source']}, target ≤{sh['target']}; "
             f"padded lengths {', '.join(map(str, s['padded_length']))})",
             "",
-            "| row | trainable params | step (s) | tokens/s | forward (s) | backward (s) | optimizer (s) | step vs ours/fp32 |",
+            "| row | trainable params | step (s) | tokens/s | forward (s) | backward (s) | optimizer (s) "
+            "| step vs ours/fp32 |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row, x in rows.items():
@@ -84,39 +88,74 @@ def render_markdown(r: dict) -> str:
             )
         for row in ABLATIONS:
             if row in rows and ours:
-                lines += ["", f"{row} is ours with {ABLATION_TEXT[row]}; its losses differ from ours by at most "
-                          f"{rows[row]['max_abs_loss_diff_vs_ours']:.1e}."]
+                lines += [
+                    "",
+                    f"{row} is ours with {ABLATION_TEXT[row]}; its losses differ from ours by at most "
+                    f"{rows[row]['max_abs_loss_diff_vs_ours']:.1e}.",
+                ]
         if s.get("peft_sanity"):
             c = s["peft_sanity"]
-            lines += ["", f"Sanity: on the first batch ours' loss is {c['ours_loss']:.6f} and PEFT's {c['peft_loss']:.6f} "
-                      f"(|diff| {c['abs_diff']:.1e}, tolerance {c['tolerance']:.0e}: {'ok' if c['ok'] else 'FAILED'}); "
-                      f"largest |diff| over all {len(rows['ours/fp32']['losses'])} steps {c['max_abs_diff_all_steps']:.1e}."]
+            lines += [
+                "",
+                f"Sanity: on the first batch ours' loss is {c['ours_loss']:.6f} and PEFT's {c['peft_loss']:.6f} "
+                f"(|diff| {c['abs_diff']:.1e}, tolerance {c['tolerance']:.0e}: {'ok' if c['ok'] else 'FAILED'}); "
+                f"largest |diff| over all {len(rows['ours/fp32']['losses'])} steps {c['max_abs_diff_all_steps']:.1e}.",
+            ]
         for method, d in s["precision_drift"].items():
-            lines += ["", f"fp32 vs bf16 ({method}, {d['steps']} steps from the same start on the same batches): "
-                      f"|loss diff| {d['abs_diff_first_step']:.2e} at step 1, {d['abs_diff_last_step']:.2e} at step {d['steps']} "
-                      f"(max {d['max_abs_diff']:.2e}); trained prompts differ by at most {d['prompt_max_abs_diff']:.2e}; "
-                      f"scored in fp32 on batch 0 they give {d['fp32_loss_of_fp32_trained_prompt']:.6f} (fp32-trained) and "
-                      f"{d['fp32_loss_of_bf16_trained_prompt']:.6f} (bf16-trained)."]
+            lines += [
+                "",
+                f"fp32 vs bf16 ({method}, {d['steps']} steps from the same start on the same batches): "
+                f"|loss diff| {d['abs_diff_first_step']:.2e} at step 1, "
+                f"{d['abs_diff_last_step']:.2e} at step {d['steps']} "
+                f"(max {d['max_abs_diff']:.2e}); trained prompts differ by at most {d['prompt_max_abs_diff']:.2e}; "
+                f"scored in fp32 on batch 0 they give {d['fp32_loss_of_fp32_trained_prompt']:.6f} (fp32-trained) and "
+                f"{d['fp32_loss_of_bf16_trained_prompt']:.6f} (bf16-trained).",
+            ]
     mem = r["memory"]
-    lines += ["", f"## Peak memory ({mem['measure']}, fresh subprocess per row, {mem['shape']} shape, {mem['steps']} step(s))", "",
-              "| row | peak | after building the model | training adds |", "| --- | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        f"## Peak memory ({mem['measure']}, fresh subprocess per row, {mem['shape']} shape, {mem['steps']} step(s))",
+        "",
+        "| row | peak | after building the model | training adds |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for row, x in mem["rows"].items():
-        lines.append(f"| {row} | {_mib(x['peak_bytes'])} | {_mib(x['after_build_bytes'])} | {_mib(x['peak_bytes'] - x['after_build_bytes'])} |")
+        lines.append(
+            f"| {row} | {_mib(x['peak_bytes'])} | {_mib(x['after_build_bytes'])} "
+            f"| {_mib(x['peak_bytes'] - x['after_build_bytes'])} |"
+        )
     g = r["generation"]
     lines += [
-        "", f"## Generation (greedy, {g['new_tokens']} new tokens, {g['examples']} examples of {min(g['source_lengths'])}–"
-        f"{max(g['source_lengths'])} source tokens, batches of {g['batch']} sorted by length)", "",
-        "| method | examples/s | seconds | vs ours |", "| --- | ---: | ---: | ---: |",
+        "",
+        f"## Generation (greedy, {g['new_tokens']} new tokens, {g['examples']} examples of {min(g['source_lengths'])}–"
+        f"{max(g['source_lengths'])} source tokens, batches of {g['batch']} sorted by length)",
+        "",
+        "| method | examples/s | seconds | vs ours |",
+        "| --- | ---: | ---: | ---: |",
         f"| ours: batched, KV cache | {g['ours_examples_per_s']:.3f} | {g['ours_s']:.1f} | 1.00× |",
-        f"| PEFT generate | {g['peft_examples_per_s']:.3f} | {g['peft_s']:.1f} | {g['peft_examples_per_s'] / g['ours_examples_per_s']:.2f}× |",
-        f"| no-cache loop, one example at a time ({g['naive_examples']} example(s) of {', '.join(map(str, g['naive_source_lengths']))} tokens) "
-        f"| {g['naive_examples_per_s']:.4f} | {g['naive_s']:.1f} | {g['naive_examples_per_s'] / g['ours_examples_per_s']:.3f}× |",
-        "", f"The no-cache loop's tokens equal ours for {g['naive_matches_ours']} of its {g['naive_examples']} example(s).",
+        f"| PEFT generate | {g['peft_examples_per_s']:.3f} | {g['peft_s']:.1f} "
+        f"| {g['peft_examples_per_s'] / g['ours_examples_per_s']:.2f}× |",
+        f"| no-cache loop, one example at a time ({g['naive_examples']} example(s) of "
+        f"{', '.join(map(str, g['naive_source_lengths']))} tokens) "
+        f"| {g['naive_examples_per_s']:.4f} | {g['naive_s']:.1f} "
+        f"| {g['naive_examples_per_s'] / g['ours_examples_per_s']:.3f}× |",
+        "",
+        f"The no-cache loop's tokens equal ours for {g['naive_matches_ours']} of its {g['naive_examples']} example(s).",
     ]
     st = r["storage"]
-    lines += ["", "## Storage per task", "", "| method | trainable params | weights on disk | all files |", "| --- | ---: | ---: | ---: |"]
-    names = {"ours": "ours (prompt.safetensors + prompt.json)", "peft": "PEFT prompt tuning (save_pretrained)",
-             "lora": f"LoRA r={plan['lora_r']} on c_attn (save_pretrained)", "full": "full fine-tuning (model.safetensors)"}
+    lines += [
+        "",
+        "## Storage per task",
+        "",
+        "| method | trainable params | weights on disk | all files |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    names = {
+        "ours": "ours (prompt.safetensors + prompt.json)",
+        "peft": "PEFT prompt tuning (save_pretrained)",
+        "lora": f"LoRA r={plan['lora_r']} on c_attn (save_pretrained)",
+        "full": "full fine-tuning (model.safetensors)",
+    }
     for k, x in st.items():
         lines.append(f"| {names[k]} | {x['trainable_params']:,} | {x['weights_bytes']:,} B | {x['total_bytes']:,} B |")
     lines.append("")

@@ -25,9 +25,13 @@ from softprompt.errors import run_cli  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and rows at the throughput shape")
-    parser.add_argument("--tiny", action="store_true", help="a 2-layer toy model instead of GPT-2 small, for tests (overrides --quick)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="a 2-layer toy model instead of GPT-2 small, for tests (overrides --quick)"
+    )
     parser.add_argument("--steps", type=int, help="training steps per timed repeat (default 1)")
-    parser.add_argument("--repeats", type=int, help="timed repeats per row and of generation (default: 3 full, 1 quick)")
+    parser.add_argument(
+        "--repeats", type=int, help="timed repeats per row and of generation (default: 3 full, 1 quick)"
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     parser.add_argument("--out", default="results", help="folder for bench.md and bench.json (default results/)")
     args = parser.parse_args(argv)

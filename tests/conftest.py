@@ -47,8 +47,12 @@ def smoke_overrides(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke-ckpt")
     sets = [f"train.output_dir={out}", "train.epochs=1", "data.max_train_examples=8"]
     for task in ("qna", "sum", "tx"):
-        train(load_config(ROOT / "tests" / "configs" / "smoke" / f"{task}.yaml", sets), quiet=True,
-              echo=lambda line: None, results_dir=None)
+        train(
+            load_config(ROOT / "tests" / "configs" / "smoke" / f"{task}.yaml", sets),
+            quiet=True,
+            echo=lambda line: None,
+            results_dir=None,
+        )
     return sets
 
 
@@ -63,5 +67,9 @@ def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = Non
         args = (*args, "--results-dir", str(RESULTS[0]))
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / script), *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

@@ -14,7 +14,9 @@ def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
     proc = run_script("bench.py", "--quick", "--tiny", "--steps", "1", "--out", str(tmp_path), timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
-    assert {"command", "plan", "machine", "training", "generation", "memory", "storage", "targets", "wall_s"} <= set(results)
+    assert {"command", "plan", "machine", "training", "generation", "memory", "storage", "targets", "wall_s"} <= set(
+        results
+    )
     assert {"cpu", "torch_threads", "torch", "device"} <= set(results["machine"])
 
     assert set(results["training"]) == {"reference", "throughput"}
@@ -24,7 +26,9 @@ def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
             assert {"step_s", "tokens_per_s", "forward_s", "backward_s", "optimizer_s", "trainable_params"} <= set(row)
         assert shape["peft_sanity"]["ok"]  # ours and PEFT computed the same loss on the first batch
         assert set(shape["precision_drift"]) == {"ours", "peft"}
-        assert shape["rows"]["ours/fp32"]["trainable_params"] == shape["rows"]["peft/fp32"]["trainable_params"] == 4 * 64
+        assert (
+            shape["rows"]["ours/fp32"]["trainable_params"] == shape["rows"]["peft/fp32"]["trainable_params"] == 4 * 64
+        )
 
     gen = results["generation"]
     assert {"ours_examples_per_s", "peft_examples_per_s", "naive_examples_per_s", "naive_matches_ours"} <= set(gen)
@@ -38,5 +42,11 @@ def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
 
     md = (tmp_path / "bench.md").read_text(encoding="utf-8")
     assert md.startswith("# Benchmark") and "python scripts/bench.py --quick --tiny --steps 1" in md
-    for heading in ("## Targets", "## Training step, throughput shape", "## Peak memory", "## Generation", "## Storage"):
+    for heading in (
+        "## Targets",
+        "## Training step, throughput shape",
+        "## Peak memory",
+        "## Generation",
+        "## Storage",
+    ):
         assert heading in md

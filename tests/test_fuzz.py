@@ -28,34 +28,102 @@ ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20), st.sampled_from(["qna", "sum", "tx", "words", "text", "vocab", "random", "fp16", "cpu",
-                                           "5e-5", "0", "-1", "builtin:tiny-gpt2", "linear", "skip", ""]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "qna",
+            "sum",
+            "tx",
+            "words",
+            "text",
+            "vocab",
+            "random",
+            "fp16",
+            "cpu",
+            "5e-5",
+            "0",
+            "-1",
+            "builtin:tiny-gpt2",
+            "linear",
+            "skip",
+            "",
+        ]
+    ),
 )
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=15)),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=12,
 )
-yaml_values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)), max_leaves=8)
+yaml_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
 
 KEYS = {
-    "model": ["name_or_path", "prompt_length", "init", "init_text", "keep_dropout", "revision", "trust_remote_code",
-              "promt_length"],
-    "data": ["dataset", "dataset_config", "files", "max_train_examples", "max_eval_examples", "max_source_tokens",
-             "max_target_tokens", "carve_validation", "carve_test", "carve_seed", "group_by_length"],
-    "train": ["lr", "weight_decay", "betas", "eps", "batch_size", "grad_accum_steps", "max_grad_norm", "epochs",
-              "save_every", "log_every", "eval_batch_size", "seed", "schedule", "warmup_steps", "device", "precision",
-              "gradient_checkpointing", "on_nonfinite", "output_dir", "lrr"],
+    "model": [
+        "name_or_path",
+        "prompt_length",
+        "init",
+        "init_text",
+        "keep_dropout",
+        "revision",
+        "trust_remote_code",
+        "promt_length",
+    ],
+    "data": [
+        "dataset",
+        "dataset_config",
+        "files",
+        "max_train_examples",
+        "max_eval_examples",
+        "max_source_tokens",
+        "max_target_tokens",
+        "carve_validation",
+        "carve_test",
+        "carve_seed",
+        "group_by_length",
+    ],
+    "train": [
+        "lr",
+        "weight_decay",
+        "betas",
+        "eps",
+        "batch_size",
+        "grad_accum_steps",
+        "max_grad_norm",
+        "epochs",
+        "save_every",
+        "log_every",
+        "eval_batch_size",
+        "seed",
+        "schedule",
+        "warmup_steps",
+        "device",
+        "precision",
+        "gradient_checkpointing",
+        "on_nonfinite",
+        "output_dir",
+        "lrr",
+    ],
 }
-config_like = st.fixed_dictionaries({}, optional={
-    "task": st.one_of(st.sampled_from(["qna", "sum", "tx", "summ"]), yaml_values),
-    "run_name": yaml_values,
-    **{section: st.one_of(st.dictionaries(st.sampled_from(keys), yaml_values, max_size=5), yaml_values)
-       for section, keys in KEYS.items()},
-    "extra": yaml_values,
-})
+config_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "task": st.one_of(st.sampled_from(["qna", "sum", "tx", "summ"]), yaml_values),
+        "run_name": yaml_values,
+        **{
+            section: st.one_of(st.dictionaries(st.sampled_from(keys), yaml_values, max_size=5), yaml_values)
+            for section, keys in KEYS.items()
+        },
+        "extra": yaml_values,
+    },
+)
 SHIPPED = sorted(p.read_text(encoding="utf-8") for p in (ROOT / "configs").rglob("*.yaml"))
 
 
@@ -64,7 +132,7 @@ def mutated_config(draw):
     text = draw(st.sampled_from(SHIPPED))
     for _ in range(draw(st.integers(1, 4))):
         at = draw(st.integers(0, len(text)))
-        text = text[:at] + draw(st.text(alphabet=string.printable + "\u00e9\u0000", max_size=3)) + text[at + 1:]
+        text = text[:at] + draw(st.text(alphabet=string.printable + "\u00e9\u0000", max_size=3)) + text[at + 1 :]
     return text
 
 
@@ -84,10 +152,19 @@ def loads_or_refuses(fn, *args):
 
 
 @FUZZ
-@given(document=yaml_documents, overrides=st.lists(
-    st.one_of(st.text(max_size=20), st.tuples(st.sampled_from(["train.lr", "model.init", "data.files", "task", "x.y",
-                                                               "train.betas", "run_name"]),
-                                              st.text(max_size=12)).map("=".join)), max_size=2))
+@given(
+    document=yaml_documents,
+    overrides=st.lists(
+        st.one_of(
+            st.text(max_size=20),
+            st.tuples(
+                st.sampled_from(["train.lr", "model.init", "data.files", "task", "x.y", "train.betas", "run_name"]),
+                st.text(max_size=12),
+            ).map("=".join),
+        ),
+        max_size=2,
+    ),
+)
 def test_random_yaml_configs_load_or_raise_config_errors(document, overrides):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.yaml"
@@ -111,11 +188,19 @@ def test_pathological_yaml_is_a_config_error(tmp_path):
 
 def record_like(task):
     """Records with the task's field names (nested where the schema nests) and values of any type."""
-    fields = {"qna": ["context", "question", "answers", "id", "title"], "sum": ["article", "highlights", "id"],
-              "tx": ["translation"]}[task]
-    inner = st.one_of(json_values, st.dictionaries(st.sampled_from(["text", "answer_start", "bg", "en"]),
-                                                   st.one_of(json_values, st.lists(st.text(max_size=8), max_size=3)),
-                                                   max_size=3))
+    fields = {
+        "qna": ["context", "question", "answers", "id", "title"],
+        "sum": ["article", "highlights", "id"],
+        "tx": ["translation"],
+    }[task]
+    inner = st.one_of(
+        json_values,
+        st.dictionaries(
+            st.sampled_from(["text", "answer_start", "bg", "en"]),
+            st.one_of(json_values, st.lists(st.text(max_size=8), max_size=3)),
+            max_size=3,
+        ),
+    )
     return st.dictionaries(st.sampled_from(fields), inner, max_size=len(fields))
 
 

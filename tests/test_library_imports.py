@@ -27,7 +27,8 @@ print("imported", len(sys.argv) - 1)
 def test_every_module_imports_without_peft():
     names = ["softprompt"] + [f"softprompt.{m.name}" for m in pkgutil.iter_modules(softprompt.__path__)]
     assert "softprompt.train" in names and "softprompt.bench" not in names
-    proc = subprocess.run([sys.executable, "-c", IMPORT_ALL_WITHOUT_PEFT, *names], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL_WITHOUT_PEFT, *names], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["imported", str(len(names))]

@@ -42,6 +42,7 @@ def tuned(tmp_path_factory):
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_a_short_training_beats_both_baselines_by_a_wide_margin(tuned, task, tmp_path):
     cfg, metrics = tuned[task]
@@ -53,6 +54,7 @@ def test_a_short_training_beats_both_baselines_by_a_wide_margin(tuned, task, tmp
     assert tuned_score - max(baselines.values()) >= 40, (task, tuned_score, baselines)
 
 
+@pytest.mark.slow
 def test_a_prompt_trained_by_peft_scores_as_ours(tuned, tmp_path):
     """Same data, batches, init and optimizer, through PEFT's model; imported as a PEFT adapter folder."""
     cfg, ours = tuned["qna"]
