@@ -1,7 +1,7 @@
 """Draw a run's loss curves (train per logged step, train/val per epoch) from its log.jsonl.
 
-    python scripts/plot_losses.py checkpoints/smoke-sum                # -> results/smoke-sum/loss.png
-    python scripts/plot_losses.py checkpoints/sum --out /tmp/sum-loss.png
+python scripts/plot_losses.py checkpoints/smoke-sum                # -> results/smoke-sum/loss.png
+python scripts/plot_losses.py checkpoints/sum --out /tmp/sum-loss.png
 """
 
 import argparse

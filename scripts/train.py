@@ -1,8 +1,8 @@
 """Train a soft prompt.
 
-    python scripts/train.py --config configs/smoke/sum.yaml            # offline, under a minute
-    python scripts/train.py --config configs/sum.yaml --set train.lr=0.3
-    python scripts/train.py --config configs/sum.yaml --resume          # continue after a crash
+python scripts/train.py --config configs/smoke/sum.yaml            # offline, under a minute
+python scripts/train.py --config configs/sum.yaml --set train.lr=0.3
+python scripts/train.py --config configs/sum.yaml --resume          # continue after a crash
 """
 
 import argparse
@@ -15,8 +15,13 @@ from softprompt.train import train
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config, e.g. configs/smoke/sum.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. train.lr=0.3 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. train.lr=0.3 (repeatable)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the run's newest good checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete an earlier run of the same name first")
     parser.add_argument("--results-dir", default="results", help="where results/<run>/loss.png goes (default: results)")

@@ -29,8 +29,11 @@ from softprompt.model import SoftPromptModel, read_prompt
 from softprompt.tasks import get_task
 
 SMOKE = "tests/configs/smoke/qna.yaml"
-GOOD = {"context": "The Velmora River rises in the Kestrel Hills.", "question": "Where does it rise?",
-        "answers": {"text": ["the Kestrel Hills"], "answer_start": [27]}}
+GOOD = {
+    "context": "The Velmora River rises in the Kestrel Hills.",
+    "question": "Where does it rise?",
+    "answers": {"text": ["the Kestrel Hills"], "answer_start": [27]},
+}
 
 
 def write(path: Path, text: str) -> Path:
@@ -75,43 +78,85 @@ def cli(tmp_path_factory, tiny):
         return ["--set", f"train.output_dir={folder / 'ckpt'}", "--results-dir", str(folder / "results")]
 
     cases = {
-        "yaml syntax error": (["train.py", "--config", str(bad_yaml), *keep(), "--resume"],
-                              r"bad\.yaml: YAML syntax error at line 4, column 9: expected ',' or '\]'"),
-        "--set without =": (["train.py", "--config", SMOKE, "--set", "train.lr", *keep(), "--resume"],
-                            r"--set 'train.lr': expected key=value"),
-        "unwritable output dir": (["train.py", "--config", SMOKE, "--set", f"train.output_dir={not_a_dir}/out"],
-                                  rf"cannot write to the run directory {re.escape(str(not_a_dir))}/out/smoke-qna"),
+        "yaml syntax error": (
+            ["train.py", "--config", str(bad_yaml), *keep(), "--resume"],
+            r"bad\.yaml: YAML syntax error at line 4, column 9: expected ',' or '\]'",
+        ),
+        "--set without =": (
+            ["train.py", "--config", SMOKE, "--set", "train.lr", *keep(), "--resume"],
+            r"--set 'train.lr': expected key=value",
+        ),
+        "unwritable output dir": (
+            ["train.py", "--config", SMOKE, "--set", f"train.output_dir={not_a_dir}/out"],
+            rf"cannot write to the run directory {re.escape(str(not_a_dir))}/out/smoke-qna",
+        ),
         "missing data file (--overwrite)": (
-            ["train.py", "--config", SMOKE, *keep(), "--overwrite",
-             "--set", f"data.files={{train: {tmp}/nope.jsonl, validation: {valid}}}"],
-            rf"data file not found: {re.escape(str(tmp))}/nope\.jsonl"),
+            [
+                "train.py",
+                "--config",
+                SMOKE,
+                *keep(),
+                "--overwrite",
+                "--set",
+                f"data.files={{train: {tmp}/nope.jsonl, validation: {valid}}}",
+            ],
+            rf"data file not found: {re.escape(str(tmp))}/nope\.jsonl",
+        ),
         "malformed JSON line": (
-            ["train.py", "--config", SMOKE, *keep(), "--resume",
-             "--set", f"data.files={{train: {malformed}, validation: {valid}}}"],
-            r"malformed\.jsonl, line 3: not valid JSON"),
-        "Hub model id offline": (["train.py", "--config", SMOKE, *keep(), "--resume",
-                                  "--set", "model.name_or_path=some-org/some-model"],
-                                 r"could not load model 'some-org/some-model' .*builtin:tiny-gpt2"),
+            [
+                "train.py",
+                "--config",
+                SMOKE,
+                *keep(),
+                "--resume",
+                "--set",
+                f"data.files={{train: {malformed}, validation: {valid}}}",
+            ],
+            r"malformed\.jsonl, line 3: not valid JSON",
+        ),
+        "Hub model id offline": (
+            ["train.py", "--config", SMOKE, *keep(), "--resume", "--set", "model.name_or_path=some-org/some-model"],
+            r"could not load model 'some-org/some-model' .*builtin:tiny-gpt2",
+        ),
         "evaluate without a checkpoint": (
-            ["evaluate.py", "--config", SMOKE, "--set", f"train.output_dir={tmp / 'empty'}",
-             "--results-dir", str(tmp / "results")],
-            r"no checkpoint in .*empty/smoke-qna; train one first"),
+            [
+                "evaluate.py",
+                "--config",
+                SMOKE,
+                "--set",
+                f"train.output_dir={tmp / 'empty'}",
+                "--results-dir",
+                str(tmp / "results"),
+            ],
+            r"no checkpoint in .*empty/smoke-qna; train one first",
+        ),
         "--debug": (["train.py", "--config", SMOKE, "--set", "train.lr", "--debug"], None),
     }
     before = snapshot(tmp)
 
     def run(argv):
-        return subprocess.run([sys.executable, str(ROOT / "scripts" / argv[0]), *argv[1:]], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / argv[0]), *argv[1:]],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        procs = dict(zip(cases, pool.map(run, [argv for argv, _ in cases.values()])))
+        procs = dict(zip(cases, pool.map(run, [argv for argv, _ in cases.values()]), strict=False))
     return {name: (procs[name], pattern) for name, (_, pattern) in cases.items()}, tmp, before
 
 
-CLI_CASES = ["yaml syntax error", "--set without =", "unwritable output dir",
-             "missing data file (--overwrite)", "malformed JSON line", "Hub model id offline",
-             "evaluate without a checkpoint"]
+CLI_CASES = [
+    "yaml syntax error",
+    "--set without =",
+    "unwritable output dir",
+    "missing data file (--overwrite)",
+    "malformed JSON line",
+    "Hub model id offline",
+    "evaluate without a checkpoint",
+]
 
 
 @pytest.mark.slow
@@ -144,19 +189,25 @@ def test_debug_shows_the_traceback(cli):
 # ------------------------------------------------------------------ configs
 
 
-@pytest.mark.parametrize("body, message", [
-    ("task: qna\nmodel:\n  promt_length: 4\n", r"unknown key 'model.promt_length' \(did you mean 'prompt_length'\?\)"),
-    ("task: qna\ntrain:\n  batch_size: two\n", r"train.batch_size: must be an integer, got 'two'"),
-    ("task: qna\ntrain:\n  lr: 0\n", r"train.lr must be positive, got 0.0"),
-    ("task: qna\ntrain:\n  lr: -0.1\n", r"train.lr must be positive, got -0.1"),
-    ("task: qna\ntrain:\n  batch_size: 0\n", r"train.batch_size must be at least 1, got 0"),
-    ("task: qna\nmodel:\n  prompt_length: 0\n", r"model.prompt_length must be at least 1, got 0"),
-    ("task: qna\ntrain:\n  save_every: 0\n", r"train.save_every must be at least 1, got 0"),
-    ("task: qna\ntrain:\n  epochs: 0\n", r"train.epochs must be at least 1, got 0"),
-    ("task: qna\nmodel:\n  init_text: one two three\n", r"init_text has 3 word\(s\) but model.prompt_length is 4"),
-    ("task: qan\n", r"task must be one of qna, sum, tx, got 'qan' \(did you mean 'qna'\?\)"),
-    ("task: qna\nmodel:\n  init: word\n", r"model.init: must be one of words, text, vocab, random, got 'word'"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            "task: qna\nmodel:\n  promt_length: 4\n",
+            r"unknown key 'model.promt_length' \(did you mean 'prompt_length'\?\)",
+        ),
+        ("task: qna\ntrain:\n  batch_size: two\n", r"train.batch_size: must be an integer, got 'two'"),
+        ("task: qna\ntrain:\n  lr: 0\n", r"train.lr must be positive, got 0.0"),
+        ("task: qna\ntrain:\n  lr: -0.1\n", r"train.lr must be positive, got -0.1"),
+        ("task: qna\ntrain:\n  batch_size: 0\n", r"train.batch_size must be at least 1, got 0"),
+        ("task: qna\nmodel:\n  prompt_length: 0\n", r"model.prompt_length must be at least 1, got 0"),
+        ("task: qna\ntrain:\n  save_every: 0\n", r"train.save_every must be at least 1, got 0"),
+        ("task: qna\ntrain:\n  epochs: 0\n", r"train.epochs must be at least 1, got 0"),
+        ("task: qna\nmodel:\n  init_text: one two three\n", r"init_text has 3 word\(s\) but model.prompt_length is 4"),
+        ("task: qan\n", r"task must be one of qna, sum, tx, got 'qan' \(did you mean 'qna'\?\)"),
+        ("task: qna\nmodel:\n  init: word\n", r"model.init: must be one of words, text, vocab, random, got 'word'"),
+    ],
+)
 def test_config_mistakes_name_the_file_and_key(tmp_path, body, message):
     path = write(tmp_path / "my.yaml", body)
     with pytest.raises(ConfigError, match=message) as info:
@@ -167,11 +218,14 @@ def test_config_mistakes_name_the_file_and_key(tmp_path, body, message):
     assert not listing or (head == f"{path}: {len(listing)} problems in the config:" and len(listing) > 1)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lr", r"--set 'train.lr': expected key=value, e.g. --set train.lr=0.3"),
-    ("train.lrr=0.1", r"--set 'train.lrr=0.1': train has no key 'lrr' \(did you mean 'lr'\?\)"),
-    ("optim.lr=0.1", r"--set 'optim.lr=0.1': unknown key 'optim.lr'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr", r"--set 'train.lr': expected key=value, e.g. --set train.lr=0.3"),
+        ("train.lrr=0.1", r"--set 'train.lrr=0.1': train has no key 'lrr' \(did you mean 'lr'\?\)"),
+        ("optim.lr=0.1", r"--set 'optim.lr=0.1': unknown key 'optim.lr'"),
+    ],
+)
 def test_bad_set_overrides(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(ROOT / SMOKE, [override])
@@ -190,23 +244,30 @@ def test_config_file_that_is_not_utf8(tmp_path):
 QNA = get_task("qna")
 
 
-@pytest.mark.parametrize("lines, message", [
-    ([], r"empty\.jsonl: the file holds no records"),
-    (["", "   "], r"empty\.jsonl: the file holds no records"),
-    ([GOOD, "{'context': 1}"], r"empty\.jsonl, line 2: not valid JSON \(Expecting property name"),
-    ([GOOD, '["a", "b"]'], r"line 2: expected a JSON object, got an array for task 'qna'"),
-    ([{**GOOD, "question": None}], r"line 1: field 'question' must be a string, got null"),
-    ([{k: v for k, v in GOOD.items() if k != "question"}], r"line 1: missing field 'question'"),
-    ([{**GOOD, "answers": {"answer_start": [0]}}], r"line 1: missing field 'answers.text'"),
-    ([{**GOOD, "answers": {"text": "the Kestrel Hills"}}],
-     r"line 1: field 'answers.text' must be a non-empty list of strings, got a string"),
-    ([{**GOOD, "answers": {"text": []}}], r"line 1: field 'answers.text' must be a non-empty list of strings"),
-    ([{**GOOD, "answers": {"text": ["   "]}}], r"line 1: empty target text for task 'qna'"),
-    ([{**GOOD, "context": ["a list"]}], r"line 1: field 'context' must be a string, got an array"),
-    (["[" * 100_000], r"line 1: JSON nested too deeply"),
-    ([GOOD, r'{"context": "a \ud800", "question": "q", "answers": {"text": ["x"]}}'],
-     r"line 2: a string holds an unpaired UTF-16 surrogate escape"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ([], r"empty\.jsonl: the file holds no records"),
+        (["", "   "], r"empty\.jsonl: the file holds no records"),
+        ([GOOD, "{'context': 1}"], r"empty\.jsonl, line 2: not valid JSON \(Expecting property name"),
+        ([GOOD, '["a", "b"]'], r"line 2: expected a JSON object, got an array for task 'qna'"),
+        ([{**GOOD, "question": None}], r"line 1: field 'question' must be a string, got null"),
+        ([{k: v for k, v in GOOD.items() if k != "question"}], r"line 1: missing field 'question'"),
+        ([{**GOOD, "answers": {"answer_start": [0]}}], r"line 1: missing field 'answers.text'"),
+        (
+            [{**GOOD, "answers": {"text": "the Kestrel Hills"}}],
+            r"line 1: field 'answers.text' must be a non-empty list of strings, got a string",
+        ),
+        ([{**GOOD, "answers": {"text": []}}], r"line 1: field 'answers.text' must be a non-empty list of strings"),
+        ([{**GOOD, "answers": {"text": ["   "]}}], r"line 1: empty target text for task 'qna'"),
+        ([{**GOOD, "context": ["a list"]}], r"line 1: field 'context' must be a string, got an array"),
+        (["[" * 100_000], r"line 1: JSON nested too deeply"),
+        (
+            [GOOD, r'{"context": "a \ud800", "question": "q", "answers": {"text": ["x"]}}'],
+            r"line 2: a string holds an unpaired UTF-16 surrogate escape",
+        ),
+    ],
+)
 def test_bad_jsonl_files_name_file_and_line(tmp_path, lines, message):
     path = jsonl(tmp_path / "empty.jsonl", *lines) if lines else write(tmp_path / "empty.jsonl", "")
     with pytest.raises(SoftPromptError, match=message):
@@ -215,8 +276,10 @@ def test_bad_jsonl_files_name_file_and_line(tmp_path, lines, message):
 
 def test_empty_target_for_sum_and_tx(tmp_path):
     with pytest.raises(SoftPromptError, match=r"line 2: empty target text for task 'sum'"):
-        check_jsonl(jsonl(tmp_path / "s.jsonl", {"article": "a", "highlights": "b"}, {"article": "a", "highlights": ""}),
-                    get_task("sum"))
+        check_jsonl(
+            jsonl(tmp_path / "s.jsonl", {"article": "a", "highlights": "b"}, {"article": "a", "highlights": ""}),
+            get_task("sum"),
+        )
     with pytest.raises(SoftPromptError, match=r"line 1: empty target text for task 'tx'"):
         check_jsonl(jsonl(tmp_path / "t.jsonl", {"translation": {"bg": "Здравей", "en": " "}}), get_task("tx"))
 
@@ -230,8 +293,12 @@ def test_missing_data_file_and_directory(tmp_path):
 
 def test_non_utf8_data_file_names_the_line(tmp_path):
     path = tmp_path / "latin1.jsonl"
-    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + json.dumps({**GOOD, "question": "caf\u00e9?"},
-                                                                     ensure_ascii=False).encode("latin-1") + b"\n")
+    path.write_bytes(
+        json.dumps(GOOD).encode()
+        + b"\n"
+        + json.dumps({**GOOD, "question": "caf\u00e9?"}, ensure_ascii=False).encode("latin-1")
+        + b"\n"
+    )
     with pytest.raises(SoftPromptError, match=r"latin1\.jsonl, line 2: not UTF-8 text \(byte 0xe9 at column \d+\)"):
         check_jsonl(path, QNA)
 
@@ -248,8 +315,11 @@ def test_files_datasets_cannot_read_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", refuse)
     path = jsonl(tmp_path / "mixed.jsonl", {**GOOD, "extra": {"a": 1}}, {**GOOD, "extra": "text"})
     cfg = config_from_dict({"task": "qna", "data": {"files": {"train": str(path), "validation": str(path)}}})
-    with pytest.raises(SoftPromptError, match=r"mixed\.jsonl.*could not read these files as one table "
-                                              r"\(JSON parse error: Column\(/extra\) changed"):
+    with pytest.raises(
+        SoftPromptError,
+        match=r"mixed\.jsonl.*could not read these files as one table "
+        r"\(JSON parse error: Column\(/extra\) changed",
+    ):
         load_raw(cfg, ("train",))
 
 
@@ -284,10 +354,13 @@ def test_hub_ids_with_no_network_give_the_offline_paragraph():
     assert "data.files" in text and "HF_HUB_OFFLINE=1" in text
 
 
-@pytest.mark.parametrize("name, message", [
-    ("./no/such/model", r"'./no/such/model': no such local directory"),
-    ("builtin:huge-gpt2", r"unknown built-in model; built-ins are builtin:tiny-gpt2"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("./no/such/model", r"'./no/such/model': no such local directory"),
+        ("builtin:huge-gpt2", r"unknown built-in model; built-ins are builtin:tiny-gpt2"),
+    ],
+)
 def test_bad_model_paths(name, message):
     with pytest.raises(SoftPromptError, match=message):
         load_base(ModelConfig(name_or_path=name))
@@ -356,8 +429,18 @@ def test_no_pickle_no_shell_no_unsafe_yaml_in_the_code():
             # torch.load only as the issue allows: weights_only=True (no pickle objects), on the same line.
             assert "torch.load(" not in line or "weights_only=True" in line, where
             code = line.replace("yaml.safe_load(", "").replace(".eval()", "")
-            for banned in ("import pickle", "pickle.load", "shell=True", "os.system(", "os.popen(",
-                           "yaml.load(", "yaml.unsafe_load", "eval(", "exec(", "trust_remote_code=True"):
+            for banned in (
+                "import pickle",
+                "pickle.load",
+                "shell=True",
+                "os.system(",
+                "os.popen(",
+                "yaml.load(",
+                "yaml.unsafe_load",
+                "eval(",
+                "exec(",
+                "trust_remote_code=True",
+            ):
                 assert banned not in code, where
 
 
@@ -382,8 +465,10 @@ def test_trust_remote_code_is_off_unless_the_config_sets_it(tmp_path, monkeypatc
 
 
 def test_paths_in_a_config_are_relative_to_the_config_file_not_the_working_directory(tmp_path, monkeypatch):
-    write(tmp_path / "project" / "configs" / "run.yaml",
-          "task: qna\ndata:\n  files:\n    train: ../data/train.jsonl\ntrain:\n  output_dir: ../ckpt\n")
+    write(
+        tmp_path / "project" / "configs" / "run.yaml",
+        "task: qna\ndata:\n  files:\n    train: ../data/train.jsonl\ntrain:\n  output_dir: ../ckpt\n",
+    )
     monkeypatch.chdir(tmp_path)
     cfg = load_config("project/configs/run.yaml", ["data.files={train: ../data/t2.jsonl}"])
     assert Path(cfg.data.files["train"]).resolve() == tmp_path / "project" / "data" / "t2.jsonl"

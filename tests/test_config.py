@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 from softprompt.config import (
-    Config, ConfigError, Precision, PromptInit, config_from_dict, default_run_name, load_config,
+    Config,
+    ConfigError,
+    Precision,
+    PromptInit,
+    config_from_dict,
+    default_run_name,
+    load_config,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +33,11 @@ def test_shipped_configs_load(name):
 
 
 def test_reference_hyperparameters():
-    for task, words in [("qna", "question answer help result"), ("sum", "summarize shorten distill short"),
-                        ("tx", "bulgarian english translation translate_bg_en")]:
+    for task, words in [
+        ("qna", "question answer help result"),
+        ("sum", "summarize shorten distill short"),
+        ("tx", "bulgarian english translation translate_bg_en"),
+    ]:
         cfg = load_config(ROOT / "configs" / f"{task}.yaml")
         assert (cfg.model.name_or_path, cfg.train.batch_size, cfg.train.lr, cfg.train.epochs) == ("gpt2", 2, 5e-5, 10)
         assert cfg.model.init is PromptInit.WORDS and cfg.model.init_text == words
@@ -44,19 +53,31 @@ def test_defaults_and_task_init_words(tmp_path):
 
 def test_overrides_are_typed(tmp_path):
     p = write(tmp_path, "task: qna\n")
-    cfg = load_config(p, ["train.lr=0.3", "data.max_train_examples=200", "train.precision=bf16",
-                          "model.init_text=a b c d", "train.max_grad_norm=null", "train.betas=[0.8, 0.99]"])
+    cfg = load_config(
+        p,
+        [
+            "train.lr=0.3",
+            "data.max_train_examples=200",
+            "train.precision=bf16",
+            "model.init_text=a b c d",
+            "train.max_grad_norm=null",
+            "train.betas=[0.8, 0.99]",
+        ],
+    )
     assert cfg.train.lr == 0.3 and cfg.data.max_train_examples == 200
     assert cfg.train.precision is Precision.BF16 and cfg.model.init_text == "a b c d"
     assert cfg.train.max_grad_norm is None and cfg.train.betas == (0.8, 0.99)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lr", "expected key=value"),
-    ("train.lrr=0.1", "did you mean 'lr'"),
-    ("optim.lr=0.1", "unknown key 'optim.lr'"),
-    ("train.batch_size=two", "train.batch_size: must be an integer"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr", "expected key=value"),
+        ("train.lrr=0.1", "did you mean 'lr'"),
+        ("optim.lr=0.1", "unknown key 'optim.lr'"),
+        ("train.batch_size=two", "train.batch_size: must be an integer"),
+    ],
+)
 def test_bad_overrides(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, "task: qna\n"), [override])
@@ -81,18 +102,24 @@ def test_all_problems_reported_together_with_file_and_keys(tmp_path):
     assert "4 problems in the config" in text
 
 
-@pytest.mark.parametrize("body, message", [
-    ("train:\n  lr: -1", "train.lr must be positive"),
-    ("train:\n  lr: .inf", "train.lr must be a finite number"),
-    ("train:\n  batch_size: 0", "train.batch_size must be at least 1"),
-    ("train:\n  save_every: 0", "train.save_every must be at least 1"),
-    ("train:\n  save_every_steps: 0", r"train.save_every_steps must be at least 1 \(or null\), got 0"),
-    ("train:\n  epochs: 0", "train.epochs must be at least 1"),
-    ("model:\n  prompt_length: 0", "model.prompt_length must be at least 1"),
-    ("model:\n  prompt_length: 5", "init_text has 4 word\\(s\\) but model.prompt_length is 5"),
-    ("model:\n  init: wordz", "must be one of words, text, vocab, random, got 'wordz' \\(did you mean 'words'\\?\\)"),
-    ("train:\n  warmup_steps: 10", "schedule is 'constant'"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("train:\n  lr: -1", "train.lr must be positive"),
+        ("train:\n  lr: .inf", "train.lr must be a finite number"),
+        ("train:\n  batch_size: 0", "train.batch_size must be at least 1"),
+        ("train:\n  save_every: 0", "train.save_every must be at least 1"),
+        ("train:\n  save_every_steps: 0", r"train.save_every_steps must be at least 1 \(or null\), got 0"),
+        ("train:\n  epochs: 0", "train.epochs must be at least 1"),
+        ("model:\n  prompt_length: 0", "model.prompt_length must be at least 1"),
+        ("model:\n  prompt_length: 5", "init_text has 4 word\\(s\\) but model.prompt_length is 5"),
+        (
+            "model:\n  init: wordz",
+            "must be one of words, text, vocab, random, got 'wordz' \\(did you mean 'words'\\?\\)",
+        ),
+        ("train:\n  warmup_steps: 10", "schedule is 'constant'"),
+    ],
+)
 def test_out_of_range_values(tmp_path, body, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, f"task: sum\n{body}\n"))
@@ -127,14 +154,27 @@ def test_missing_file_and_non_mapping(tmp_path):
 
 
 REFERENCE = {  # the reference run: PyTorch's AdamW defaults beyond its lr, model.train() dropout, no clipping
-    ("model", "prompt_length"): 4, ("model", "init"): "words", ("model", "keep_dropout"): True,
-    ("train", "lr"): 5e-5, ("train", "weight_decay"): 0.01, ("train", "betas"): [0.9, 0.999], ("train", "eps"): 1e-8,
-    ("train", "max_grad_norm"): None, ("train", "batch_size"): 2, ("train", "grad_accum_steps"): 1,
-    ("train", "epochs"): 10, ("train", "save_every"): 3, ("train", "log_every"): 500,
+    ("model", "prompt_length"): 4,
+    ("model", "init"): "words",
+    ("model", "keep_dropout"): True,
+    ("train", "lr"): 5e-5,
+    ("train", "weight_decay"): 0.01,
+    ("train", "betas"): [0.9, 0.999],
+    ("train", "eps"): 1e-8,
+    ("train", "max_grad_norm"): None,
+    ("train", "batch_size"): 2,
+    ("train", "grad_accum_steps"): 1,
+    ("train", "epochs"): 10,
+    ("train", "save_every"): 3,
+    ("train", "log_every"): 500,
     ("data", "max_train_examples"): 10000,
 }
-TUNED_DEVIATIONS = {("model", "keep_dropout"): False, ("train", "lr"): 0.03, ("train", "weight_decay"): 0.0,
-                    ("train", "max_grad_norm"): 1.0}
+TUNED_DEVIATIONS = {
+    ("model", "keep_dropout"): False,
+    ("train", "lr"): 0.03,
+    ("train", "weight_decay"): 0.0,
+    ("train", "max_grad_norm"): 1.0,
+}
 
 
 @pytest.mark.parametrize("task", ["qna", "sum", "tx"])

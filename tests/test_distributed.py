@@ -25,16 +25,33 @@ def test_shard_gives_each_rank_its_accum_slice_of_every_global_batch():
 def test_two_process_ddp_killed_mid_epoch_and_resumed_matches_single_process_accumulation(tmp_path):
     """2 ranks x 1 micro-batch = 1 rank x 2 accumulated; the DDP run also dies in epoch 2 and resumes mid-epoch."""
     common = ["--config", "tests/configs/smoke/qna.yaml", "--quiet", "--set", "train.epochs=3"]
-    single = run_script("train.py", *common, "--set", f"train.output_dir={tmp_path / 'one'}",
-                        "--set", "train.grad_accum_steps=2")
+    single = run_script(
+        "train.py", *common, "--set", f"train.output_dir={tmp_path / 'one'}", "--set", "train.grad_accum_steps=2"
+    )
     assert single.returncode == 0, single.stderr
 
     def torchrun(*extra, env=None):
         return subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-             str(ROOT / "scripts" / "train.py"), *common, "--set", f"train.output_dir={tmp_path / 'two'}",
-             "--set", "train.save_every_steps=3", *extra],
-            cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                "29533",
+                str(ROOT / "scripts" / "train.py"),
+                *common,
+                "--set",
+                f"train.output_dir={tmp_path / 'two'}",
+                "--set",
+                "train.save_every_steps=3",
+                *extra,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+            capture_output=True,
+            text=True,
             timeout=300,
         )
 
@@ -45,7 +62,10 @@ def test_two_process_ddp_killed_mid_epoch_and_resumed_matches_single_process_acc
     ddp = torchrun("--resume")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     run_dir = tmp_path / "two" / "smoke-qna"
-    assert f"Resuming from {run_dir / 'epoch_001_step_000008'} (epoch 1, step 18, 8 micro-batches into epoch 2)" in ddp.stdout
+    assert (
+        f"Resuming from {run_dir / 'epoch_001_step_000008'} (epoch 1, step 18, 8 micro-batches into epoch 2)"
+        in ddp.stdout
+    )
     a = load_file(str(tmp_path / "one" / "smoke-qna" / "epoch_003" / "prompt.safetensors"))["prompt"]
     b = load_file(str(run_dir / "epoch_003" / "prompt.safetensors"))["prompt"]
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
@@ -70,8 +90,13 @@ def _free_port() -> int:
 def test_resume_on_two_nodes_without_a_shared_disk_reads_the_checkpoint_on_rank_0_only(tmp_path):
     """Rank 1 runs in a folder with no run folder (as on a second node): rank 0 sends it the checkpoint."""
     config = str(ROOT / "tests" / "configs" / "smoke" / "qna.yaml")
-    sets = ["train.epochs=2", "data.max_train_examples=8", "data.max_eval_examples=4", "train.output_dir=ckpt",
-            "train.dist_timeout_minutes=1"]
+    sets = [
+        "train.epochs=2",
+        "data.max_train_examples=8",
+        "data.max_eval_examples=4",
+        "train.output_dir=ckpt",
+        "train.dist_timeout_minutes=1",
+    ]
     args = [a for s in sets for a in ("--set", s)]
     node0, node1, single = tmp_path / "node0", tmp_path / "node1", tmp_path / "single"
     for folder in (node0, node1, single):
@@ -81,16 +106,44 @@ def test_resume_on_two_nodes_without_a_shared_disk_reads_the_checkpoint_on_rank_
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = lambda cwd, *extra: subprocess.run(  # noqa: E731
         [sys.executable, script, "--config", config, "--quiet", *args, "--results-dir", str(tmp_path / "r"), *extra],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run(node0, "--set", "train.epochs=1", "--set", "train.grad_accum_steps=2").returncode == 0
     assert run(single, "--set", "train.grad_accum_steps=2").returncode == 0
 
     port = str(_free_port())
-    procs = [subprocess.Popen(
-        [sys.executable, script, "--config", config, "--quiet", *args, "--results-dir", str(tmp_path / "r"), "--resume"],
-        cwd=cwd, env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank),
-                      "LOCAL_RANK": str(rank)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank, cwd in enumerate((node0, node1))]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                script,
+                "--config",
+                config,
+                "--quiet",
+                *args,
+                "--results-dir",
+                str(tmp_path / "r"),
+                "--resume",
+            ],
+            cwd=cwd,
+            env={
+                **env,
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+                "WORLD_SIZE": "2",
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank, cwd in enumerate((node0, node1))
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     assert "Resuming from" in outs[0][0] and not (node1 / "ckpt").exists()  # rank 1 wrote and read nothing

@@ -11,9 +11,9 @@ import matplotlib.image
 import pytest
 
 from conftest import run_script
+from softprompt import evaluate as evaluate_module
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
-from softprompt import evaluate as evaluate_module
 from softprompt.evaluate import baseline_prefix, evaluate, predict, sample_indices, summary_line, token_limits
 from softprompt.inspection import format_report, inspect_prompt
 from softprompt.model import SoftPromptModel, init_prompt
@@ -22,12 +22,32 @@ from softprompt.tasks import get_task
 
 TASKS = ("qna", "sum", "tx")
 SPLIT = {"qna": "validation", "sum": "test", "tx": "test"}  # each 10 examples in the samples (tx: carved)
-SCORES = {"qna": r"EM \d+\.\d\d \| F1 \d+\.\d\d",
-          "sum": r"ROUGE-1 \d+\.\d\d \| ROUGE-2 \d+\.\d\d \| ROUGE-L \d+\.\d\d \| ROUGE-Lsum \d+\.\d\d",
-          "tx": r"BLEU \d+\.\d\d \| chrF \d+\.\d\d"}
-METRICS_KEYS = {"task", "split", "n", "scores", "checkpoint", "epoch", "baseline", "config", "run_name", "base_model",
-                "decoding", "device", "generation_s", "examples_per_s", "wall_time_s", "versions", "results_dir",
-                "split_size", "sample"}
+SCORES = {
+    "qna": r"EM \d+\.\d\d \| F1 \d+\.\d\d",
+    "sum": r"ROUGE-1 \d+\.\d\d \| ROUGE-2 \d+\.\d\d \| ROUGE-L \d+\.\d\d \| ROUGE-Lsum \d+\.\d\d",
+    "tx": r"BLEU \d+\.\d\d \| chrF \d+\.\d\d",
+}
+METRICS_KEYS = {
+    "task",
+    "split",
+    "n",
+    "scores",
+    "checkpoint",
+    "epoch",
+    "baseline",
+    "config",
+    "run_name",
+    "base_model",
+    "decoding",
+    "device",
+    "generation_s",
+    "examples_per_s",
+    "wall_time_s",
+    "versions",
+    "results_dir",
+    "split_size",
+    "sample",
+}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -47,8 +67,16 @@ def test_evaluate_script_end_to_end(runs, task, tmp_path):
     # qna with every default; sum and tx exercise the flags (and generate less).
     flags = {"qna": [], "sum": ["--max-new-tokens", "16", "--batch-size", "3"], "tx": ["--limit", "4"]}[task]
     sets = [a for o in runs[task] for a in ("--set", o)]
-    proc = run_script("evaluate.py", "--config", f"tests/configs/smoke/{task}.yaml", *sets, *flags,
-                      "--results-dir", str(tmp_path), "--quiet")
+    proc = run_script(
+        "evaluate.py",
+        "--config",
+        f"tests/configs/smoke/{task}.yaml",
+        *sets,
+        *flags,
+        "--results-dir",
+        str(tmp_path),
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     n = 4 if task == "tx" else 10
     assert re.fullmatch(rf"{task} \| {SPLIT[task]} \| n={n} \| {SCORES[task]} \| checkpoint epoch_001\n", proc.stdout)
@@ -81,6 +109,7 @@ def test_hard_and_none_baselines_run_and_keep_their_prefix_inside_the_window(run
     assert summary_line(hard).endswith("| baseline hard")
     # The hard prefix takes more tokens than the 4 prompt vectors: the sources give up the difference.
     from softprompt.hub import load_base
+
     _, tokenizer = load_base(cfg.model)
     n_prefix = len(tokenizer(cfg.model.init_text + "\n", add_special_tokens=False)["input_ids"])
     assert hard["decoding"]["source_budget"] == soft["decoding"]["source_budget"] - max(0, n_prefix - 4)
@@ -90,17 +119,22 @@ def test_hard_and_none_baselines_run_and_keep_their_prefix_inside_the_window(run
 def test_batched_predictions_equal_one_example_at_a_time(tiny):
     base, tokenizer = tiny
     model = SoftPromptModel(base, init_prompt(base, tokenizer, "random", 4, seed=1))
-    texts = ["Article: The council met on Tuesday to vote on the new bridge across the river.\nSummary:",
-             "Bulgarian: Заседанието е открито.\nEnglish:", "Article: Rain.\nSummary:",
-             "Context: The river runs east past the old mill and the market.\nQuestion: Where?\nAnswer:",
-             "Article: A fire closed the library for a week, the mayor said.\nSummary:"]
+    texts = [
+        "Article: The council met on Tuesday to vote on the new bridge across the river.\nSummary:",
+        "Bulgarian: Заседанието е открито.\nEnglish:",
+        "Article: Rain.\nSummary:",
+        "Context: The river runs east past the old mill and the market.\nQuestion: Where?\nAnswer:",
+        "Article: A fire closed the library for a week, the mayor said.\nSummary:",
+    ]
     sources = [tokenizer(t)["input_ids"] for t in texts]
     assert len({len(s) for s in sources}) == len(sources)  # every batch needs padding
     task, limits = get_task("sum"), [12, 5, 12, 9, 12]
     for use_prompt in (True, False):
         batched = predict(model, tokenizer, sources, task, 3, limits, use_prompt=use_prompt, progress=False)
-        alone = [predict(model, tokenizer, [s], task, 1, [n], use_prompt=use_prompt, progress=False)[0]
-                 for s, n in zip(sources, limits)]
+        alone = [
+            predict(model, tokenizer, [s], task, 1, [n], use_prompt=use_prompt, progress=False)[0]
+            for s, n in zip(sources, limits, strict=False)
+        ]
         assert batched == alone
         assert any(batched)
 
@@ -120,11 +154,21 @@ def test_hard_and_text_baselines_put_their_words_and_a_newline_before_the_source
     cfg = _cfg(runs, "qna")
     seen = []
     real = evaluate_module.predict
-    monkeypatch.setattr(evaluate_module, "predict", lambda m, tok, sources, *a, **k: seen.append((tok, sources))
-                        or real(m, tok, sources, *a, **k))
+    monkeypatch.setattr(
+        evaluate_module,
+        "predict",
+        lambda m, tok, sources, *a, **k: seen.append((tok, sources)) or real(m, tok, sources, *a, **k),
+    )
     evaluate(cfg, baseline="hard", limit=2, max_new_tokens=2, results_dir=tmp_path, progress=False)
-    text = evaluate(cfg, baseline="text", prompt_text="reply with the place", limit=2, max_new_tokens=2,
-                    results_dir=tmp_path, progress=False)
+    text = evaluate(
+        cfg,
+        baseline="text",
+        prompt_text="reply with the place",
+        limit=2,
+        max_new_tokens=2,
+        results_dir=tmp_path,
+        progress=False,
+    )
     (tok, hard_sources), (_, text_sources) = seen
     assert tok.decode(hard_sources[0]).startswith(cfg.model.init_text + "\nContext: ")  # not "...resultContext:"
     assert tok.decode(text_sources[0]).startswith("reply with the place\nContext: ")
@@ -148,8 +192,15 @@ def test_evaluation_scores_the_whole_split_and_limit_draws_a_seeded_sample(runs,
 
 @pytest.mark.slow
 def test_missing_checkpoint_is_one_line_naming_the_training_command(tmp_path):
-    proc = run_script("evaluate.py", "--config", "tests/configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
-                      "--results-dir", str(tmp_path))
+    proc = run_script(
+        "evaluate.py",
+        "--config",
+        "tests/configs/smoke/qna.yaml",
+        "--set",
+        f"train.output_dir={tmp_path}",
+        "--results-dir",
+        str(tmp_path),
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()

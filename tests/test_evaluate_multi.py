@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import ROOT
+from softprompt.checkpoint import resolve_prompt_dir
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError, run_cli
 from softprompt.evaluate import _mixed_batches, evaluate, evaluate_all, summary_line
-from softprompt.checkpoint import resolve_prompt_dir
 from softprompt.model import read_prompt
 from softprompt.train import train
 
@@ -27,8 +27,12 @@ SEED_RUN = "smoke-qna-seed7"
 @pytest.fixture(scope="module")
 def overrides(smoke_overrides):
     """The session's smoke trainings (conftest.py), plus a second qna prompt with another seed beside them."""
-    train(load_config("tests/configs/smoke/qna.yaml", [*smoke_overrides, "train.seed=7", f"run_name={SEED_RUN}"]),
-          quiet=True, echo=lambda line: None, results_dir=None)
+    train(
+        load_config("tests/configs/smoke/qna.yaml", [*smoke_overrides, "train.seed=7", f"run_name={SEED_RUN}"]),
+        quiet=True,
+        echo=lambda line: None,
+        results_dir=None,
+    )
     return smoke_overrides
 
 
@@ -57,8 +61,11 @@ def test_all_tasks_in_one_pass_equal_three_separate_evaluations(overrides, scrip
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" | ")[:2] for line in lines[:3]] == [[t, SPLIT[t]] for t in TASKS]
     assert all(line.endswith("| checkpoint epoch_001") for line in lines[:3])
-    assert re.fullmatch(r"speed \| 3 tasks, n=30, batch 8 \| one mixed pass [\d.]+ ex/s \| separate runs [\d.]+ ex/s"
-                        r" \| [\d.]+x \| 30/30 predictions equal", lines[3]), lines[3]
+    assert re.fullmatch(
+        r"speed \| 3 tasks, n=30, batch 8 \| one mixed pass [\d.]+ ex/s \| separate runs [\d.]+ ex/s"
+        r" \| [\d.]+x \| 30/30 predictions equal",
+        lines[3],
+    ), lines[3]
     for task in TASKS:
         together = json.loads((tmp_path / f"smoke-{task}" / f"{SPLIT[task]}-all" / "metrics.json").read_text())
         alone = evaluate(_cfg(overrides, task), results_dir=tmp_path / "alone", progress=False)
@@ -73,7 +80,7 @@ def test_all_tasks_in_one_pass_equal_three_separate_evaluations(overrides, scrip
 def test_mixed_batches_mix_tasks_only_where_every_row_has_room_for_the_longest_limit():
     # (length, limit, room): long qna rows have room for their 24 tokens only; sum and tx rows for 64.
     rows = [(228, 24, 24), (188, 64, 64), (205, 24, 47), (109, 64, 143), (93, 64, 159), (215, 24, 37)]
-    batches = _mixed_batches(*map(list, zip(*rows)), batch_size=3)
+    batches = _mixed_batches(*map(list, zip(*rows, strict=False)), batch_size=3)
     assert batches == [[0, 5, 2], [1, 3, 4]]  # longest first; qna rows wait for a batch they fit
     assert all(min(rows[i][2] for i in b) >= max(rows[i][1] for i in b) for b in batches)
     assert _mixed_batches([50, 40, 30], [24, 64, 64], [200, 200, 200], 2) == [[0, 1], [2]]  # room: mixed freely
@@ -99,8 +106,19 @@ def test_an_ensemble_of_two_seeds_runs_and_is_deterministic(overrides, script, t
     predictions = _predictions(first)
     assert len(predictions) == 10 and summary_line(first).endswith("| ensemble of 2")
     sets = [a for o in overrides for a in ("--set", o)]
-    assert script("--config", "tests/configs/smoke/qna.yaml", *sets, "--ensemble", *map(str, members),
-                  "--results-dir", str(tmp_path), "--quiet") == 0
+    assert (
+        script(
+            "--config",
+            "tests/configs/smoke/qna.yaml",
+            *sets,
+            "--ensemble",
+            *map(str, members),
+            "--results-dir",
+            str(tmp_path),
+            "--quiet",
+        )
+        == 0
+    )
     assert capsys.readouterr().out == summary_line(first) + "\n"
     assert _predictions(first) == predictions  # the second run rewrote the same file with the same text
 
@@ -110,16 +128,24 @@ def test_ensemble_with_beam_search_and_mixed_bases_are_clear_errors(overrides, s
     with pytest.raises(SoftPromptError, match=r"--ensemble decodes greedily .* beam search \(--num-beams 4\)"):
         evaluate(cfg, ensemble=[cfg.run_dir], num_beams=4, results_dir=tmp_path)
     other = _cfg(overrides, "sum", "model.name_or_path=gpt2")
-    with pytest.raises(SoftPromptError, match=r"one frozen base model.*model.name_or_path differs "
-                       r"\(tests/configs/smoke/qna.yaml: builtin:tiny-gpt2, tests/configs/smoke/sum.yaml: gpt2"):
+    with pytest.raises(
+        SoftPromptError,
+        match=r"one frozen base model.*model.name_or_path differs "
+        r"\(tests/configs/smoke/qna.yaml: builtin:tiny-gpt2, tests/configs/smoke/sum.yaml: gpt2",
+    ):
         evaluate_all([cfg, other, _cfg(overrides, "tx")], results_dir=tmp_path)
     with pytest.raises(SoftPromptError, match="two configs for task 'qna'"):
         evaluate_all([cfg, cfg], results_dir=tmp_path)
     for argv, message in [
-        (["--task", "all", "--config-dir", "tests/configs/smoke", "--ensemble", "a", "b"],
-         "--checkpoint, --baseline and --ensemble score one task"),
+        (
+            ["--task", "all", "--config-dir", "tests/configs/smoke", "--ensemble", "a", "b"],
+            "--checkpoint, --baseline and --ensemble score one task",
+        ),
         (["--task", "qna", "--config", "tests/configs/smoke/qna.yaml"], "give either --task"),
-        (["--config", "tests/configs/smoke/qna.yaml", "--config-dir", "tests/configs/smoke"], "--config-dir goes with --task"),
+        (
+            ["--config", "tests/configs/smoke/qna.yaml", "--config-dir", "tests/configs/smoke"],
+            "--config-dir goes with --task",
+        ),
     ]:
         assert script(*argv, "--results-dir", str(tmp_path)) == 2
         err = capsys.readouterr().err.strip().splitlines()

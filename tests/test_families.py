@@ -7,8 +7,6 @@ RMSNorm and grouped-query attention, GPT-NeoX rotary positions on part of
 each head and parallel residuals: nothing of GPT-2's absolute positions.
 """
 
-import copy
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, LlamaConfig
@@ -37,8 +35,14 @@ def family(request, tmp_path_factory):
     config_cls, _, extra = FAMILIES[request.param]
     tokenizer = AutoTokenizer.from_pretrained(builtin_path("builtin:tiny-gpt2"))
     config = config_cls(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=256, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         initializer_range=0.2,  # peaked logits: greedy output varies and no near-ties make the comparison flaky
         **extra,
     )

@@ -61,7 +61,9 @@ def test_target_only_loss_equals_the_hf_full_logits_loss(model, tiny):
     # and the gradients agree too
     g_ours = torch.autograd.grad(model(**batch).loss, model.prompt)[0]
     embeds, mask, _ = model._inputs(batch["input_ids"], batch["attention_mask"])
-    g_ref = torch.autograd.grad(model.base(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss, model.prompt)[0]
+    g_ref = torch.autograd.grad(
+        model.base(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss, model.prompt
+    )[0]
     torch.testing.assert_close(g_ours, g_ref, atol=1e-6, rtol=1e-5)
 
 
@@ -106,8 +108,11 @@ def test_text_init_equals_peft_text_init(tiny, length):
     peft_model = get_peft_model(
         copy.deepcopy(base),
         PromptTuningConfig(
-            task_type="CAUSAL_LM", prompt_tuning_init=PromptTuningInit.TEXT, num_virtual_tokens=length,
-            prompt_tuning_init_text=text, tokenizer_name_or_path=base.config._name_or_path,
+            task_type="CAUSAL_LM",
+            prompt_tuning_init=PromptTuningInit.TEXT,
+            num_virtual_tokens=length,
+            prompt_tuning_init_text=text,
+            tokenizer_name_or_path=base.config._name_or_path,
         ),
     )
     theirs = peft_model.prompt_encoder["default"].embedding.weight.detach()
@@ -133,8 +138,11 @@ def test_five_adamw_steps_match_peft_prompt_tuning(tiny):
     peft_model = get_peft_model(
         copy.deepcopy(base),
         PromptTuningConfig(
-            task_type="CAUSAL_LM", prompt_tuning_init=PromptTuningInit.TEXT, num_virtual_tokens=5,
-            prompt_tuning_init_text="summarize shorten distill", tokenizer_name_or_path=base.config._name_or_path,
+            task_type="CAUSAL_LM",
+            prompt_tuning_init=PromptTuningInit.TEXT,
+            num_virtual_tokens=5,
+            prompt_tuning_init_text="summarize shorten distill",
+            tokenizer_name_or_path=base.config._name_or_path,
         ),
     )
     peft_model.eval()  # dropout off, as ours
@@ -149,7 +157,10 @@ def test_five_adamw_steps_match_peft_prompt_tuning(tiny):
         assert la.item() == pytest.approx(lb.item(), abs=1e-5), f"step {step}"
         la.backward()
         lb.backward()
-        opt_a.step(); opt_b.step(); opt_a.zero_grad(); opt_b.zero_grad()  # noqa: E702
+        opt_a.step()
+        opt_b.step()
+        opt_a.zero_grad()
+        opt_b.zero_grad()  # noqa: E702
     torch.testing.assert_close(ours.prompt.detach(), peft_prompt.detach(), atol=1e-5, rtol=0)
 
 
@@ -190,8 +201,12 @@ def test_gradient_checkpointing_recomputes_the_blocks_with_the_base_in_eval_mode
 
     base, tokenizer = tiny
     prompt = init_prompt(base, tokenizer, "vocab", 4, seed=3)
-    rows = [{"source_ids": tokenizer("Article: the council met.\nSummary:")["input_ids"],
-             "target_ids": tokenizer(" Council meets.")["input_ids"] + [tokenizer.eos_token_id]}] * 2
+    rows = [
+        {
+            "source_ids": tokenizer("Article: the council met.\nSummary:")["input_ids"],
+            "target_ids": tokenizer(" Council meets.")["input_ids"] + [tokenizer.eos_token_id],
+        }
+    ] * 2
     batch = training_batch(rows, tokenizer.pad_token_id)
     results = {}
     for checkpointing in (False, True):
@@ -201,7 +216,7 @@ def test_gradient_checkpointing_recomputes_the_blocks_with_the_base_in_eval_mode
         model.train()
         calls = []
         # a pre-hook: recomputation stops early, once the last saved tensor is rebuilt, inside the MLP
-        model.base.transformer.h[0].mlp.register_forward_pre_hook(lambda *a: calls.append(1))
+        model.base.transformer.h[0].mlp.register_forward_pre_hook(lambda *a, calls=calls: calls.append(1))
         loss = model(**batch).loss
         loss.backward()
         results[checkpointing] = (len(calls), loss.detach(), model.prompt.grad.clone())

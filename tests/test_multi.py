@@ -49,9 +49,11 @@ def test_a_mixed_batch_equals_each_task_alone_in_one_forward_per_step(tiny, prom
     assert together.shape == (6, 12)
     # One forward per new token, each over the whole mixed batch.
     assert len(calls) == 12
-    assert all(next(v for k, v in c.items() if k in ("inputs_embeds", "input_ids") and v is not None).shape[0] == 6
-               for c in calls)
-    for i, (source, task) in enumerate(zip(sources, tasks)):
+    assert all(
+        next(v for k, v in c.items() if k in ("inputs_embeds", "input_ids") and v is not None).shape[0] == 6
+        for c in calls
+    )
+    for i, (source, task) in enumerate(zip(sources, tasks, strict=False)):
         single = SoftPromptModel(base, prompts[task])
         alone = single.generate(**generation_batch([source], tokenizer.pad_token_id), **GREEDY)
         assert together[i].tolist() == alone[0].tolist(), f"row {i} ({task})"
@@ -86,8 +88,9 @@ def test_an_ensemble_of_one_equals_the_prompt_alone_and_stops_at_eos(tiny, promp
     eos = free[0, 4].item()
     stopping = dict(max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
     expected = model.generate(**batch, **stopping)
-    ours = ensemble_generate(base, [prompts["sum"]], **batch, max_new_tokens=12, eos_token_id=eos,
-                             pad_token_id=tokenizer.pad_token_id)
+    ours = ensemble_generate(
+        base, [prompts["sum"]], **batch, max_new_tokens=12, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id
+    )
     assert ours.tolist() == expected.tolist()
     assert (ours[0, 5:] == tokenizer.pad_token_id).all() and ours[0, :5].tolist() == free[0, :5].tolist()
     no_stop = ensemble_generate(base, [prompts["sum"]], **batch, max_new_tokens=12, eos_token_id=None)

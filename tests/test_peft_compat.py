@@ -26,8 +26,9 @@ PAIRS = [
 def checkpoint(tiny, tmp_path):
     """A prompt folder as training writes it, and the model that wrote it."""
     base, tokenizer = tiny
-    model = SoftPromptModel(copy.deepcopy(base), init_prompt(base, tokenizer, "vocab", 5, seed=7),
-                            base_id="builtin:tiny-gpt2")
+    model = SoftPromptModel(
+        copy.deepcopy(base), init_prompt(base, tokenizer, "vocab", 5, seed=7), base_id="builtin:tiny-gpt2"
+    )
     model.save_prompt(tmp_path / "epoch_003", task="sum", epoch=3)
     return tmp_path / "epoch_003", model
 

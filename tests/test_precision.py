@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from softprompt.config import Precision, load_config
-from softprompt.model import SoftPromptModel, build_model
 from softprompt.devices import autocast
+from softprompt.model import SoftPromptModel, build_model
 from softprompt.train import train
 
 SETS = ["train.precision=bf16", "train.save_every=1", "data.max_train_examples=8", "data.max_eval_examples=4"]

@@ -32,24 +32,42 @@ from softprompt.model import SoftPromptModel
 from softprompt.train import train as train_in_process
 
 RUN = "smoke-qna"
-SETS = ["train.epochs=4", "train.save_every=1", "train.log_every=2",
-        "data.max_train_examples=12", "data.max_eval_examples=4", "data.max_source_tokens=64"]
+SETS = [
+    "train.epochs=4",
+    "train.save_every=1",
+    "train.log_every=2",
+    "data.max_train_examples=12",
+    "data.max_eval_examples=4",
+    "data.max_source_tokens=64",
+]
 ARGS = ["--config", "tests/configs/smoke/qna.yaml", "--quiet", *(a for s in SETS for a in ("--set", s))]
 
 
 def train(out, *extra, env=None):
     """scripts/train.py with the short config into `out`; returns the CompletedProcess."""
-    return run_script("train.py", *ARGS, "--set", f"train.output_dir={out}", "--results-dir", str(out / "results"),
-                      *extra, env=env)
+    return run_script(
+        "train.py", *ARGS, "--set", f"train.output_dir={out}", "--results-dir", str(out / "results"), *extra, env=env
+    )
 
 
 def train_until_killed(out, pattern, *extra, env=None):
     """Start scripts/train.py, SIGKILL it once an output line matches `pattern`; returns the output so far."""
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *ARGS, "--set", f"train.output_dir={out}",
-         "--results-dir", str(out / "results"), *extra],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            *ARGS,
+            "--set",
+            f"train.output_dir={out}",
+            "--results-dir",
+            str(out / "results"),
+            *extra,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     seen = []
     for line in proc.stdout:
@@ -74,8 +92,10 @@ def prompt(run_dir, epoch=4):
 
 def losses(run_dir):
     """The logged losses, without the wall-clock times."""
-    return [(r["type"], r["epoch"], r.get("step"), r.get("loss"), r.get("train_loss"), r.get("val_loss"))
-            for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())]
+    return [
+        (r["type"], r["epoch"], r.get("step"), r.get("loss"), r.get("train_loss"), r.get("val_loss"))
+        for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())
+    ]
 
 
 def epochs_on_disk(run_dir):
@@ -103,7 +123,9 @@ def test_reference_run_logs_every_epoch_and_notes_the_cut_sources(reference):
     run_dir, stderr = reference
     records = losses(run_dir)
     assert [r[1] for r in records if r[0] == "epoch"] == [1, 2, 3, 4]
-    assert [(r[1], r[2]) for r in records if r[0] == "step"] == [(e, s) for e in range(4) for s in (0, 2, 4)]  # as the reference: from 0
+    assert [(r[1], r[2]) for r in records if r[0] == "step"] == [
+        (e, s) for e in range(4) for s in (0, 2, 4)
+    ]  # as the reference: from 0
     # Every sample context is longer than the 64-token source budget: cut and counted, not an error.
     assert "note: train: 12 source(s) cut to 64 tokens" in stderr
 
@@ -125,20 +147,25 @@ def test_killed_five_times_and_resumed_ends_bit_identical(reference, tmp_path):
     assert epochs_on_disk(run_dir) == ["epoch_001"]
 
     # 3. Killed during the evaluation that ends epoch 2.
-    out = train_until_killed(tmp_path, "test hook: paused at eval", "--resume", env={"SOFTPROMPT_TEST_CRASH": "eval-pause"})
+    out = train_until_killed(
+        tmp_path, "test hook: paused at eval", "--resume", env={"SOFTPROMPT_TEST_CRASH": "eval-pause"}
+    )
     assert f"Resuming from {run_dir / 'epoch_001'} (epoch 1, step 6)" in out
     assert [r[1] for r in losses(run_dir) if r[0] == "epoch"] == [1]  # epoch 2 trained, not yet scored
     assert ("step", 1, 4) in [r[:3] for r in losses(run_dir)]
 
     # 4. Killed after epoch_002 got its real name, before `latest` moved to it.
-    train_until_killed(tmp_path, "test hook: paused at latest", "--resume", env={"SOFTPROMPT_TEST_CRASH": "latest-pause"})
+    train_until_killed(
+        tmp_path, "test hook: paused at latest", "--resume", env={"SOFTPROMPT_TEST_CRASH": "latest-pause"}
+    )
     assert epochs_on_disk(run_dir) == ["epoch_001", "epoch_002"]
     assert (run_dir / "latest").read_text().strip() == "epoch_001"
     assert latest_checkpoint(run_dir) == run_dir / "epoch_002"  # complete, so evaluation and resume use it
 
     # 5. Killed halfway through writing epoch_003 (tensors written, metadata not).
-    out = train_until_killed(tmp_path, "test hook: paused at checkpoint", "--resume",
-                             env={"SOFTPROMPT_TEST_CRASH": "checkpoint-pause"})
+    out = train_until_killed(
+        tmp_path, "test hook: paused at checkpoint", "--resume", env={"SOFTPROMPT_TEST_CRASH": "checkpoint-pause"}
+    )
     assert f"Resuming from {run_dir / 'epoch_002'}" in out
     assert epochs_on_disk(run_dir) == ["epoch_001", "epoch_002"] and (run_dir / ".epoch_003.tmp").is_dir()
 
@@ -162,8 +189,10 @@ def test_killed_mid_epoch_resumes_from_the_mid_epoch_checkpoint_bit_identical(re
     assert ("step", 2, 4) in [r[:3] for r in losses(run_dir)]  # logged by the killed run, after the checkpoint
 
     train_here(tmp_path, "train.save_every_steps=2", resume=True)  # in this process: one interpreter start less
-    assert (f"Resuming from {run_dir / 'epoch_002_step_000004'} (epoch 2, step 16, 4 micro-batches into epoch 3)"
-            in capsys.readouterr().out)
+    assert (
+        f"Resuming from {run_dir / 'epoch_002_step_000004'} (epoch 2, step 16, 4 micro-batches into epoch 3)"
+        in capsys.readouterr().out
+    )
     assert_same_as_reference(run_dir, reference)  # the step-4 record rewritten once, losses bit-identical
     # Epoch checkpoints supersede mid-epoch ones: epoch 4's step-2 and step-4 checkpoints are gone too.
     assert epochs_on_disk(run_dir) == ["epoch_001", "epoch_002", "epoch_003", "epoch_004"]
@@ -229,7 +258,9 @@ def test_a_checkpoint_is_never_written_from_a_nan_prompt_or_loss(tiny, tmp_path)
     model = SoftPromptModel(base, torch.zeros(4, base.config.n_embd))
     optimizer = torch.optim.AdamW([model.prompt])
     good = save_checkpoint(tmp_path, 1, 6, model, optimizer, {}, {}, extra={"train_loss": 1.0, "val_loss": 2.0})
-    with pytest.raises(SoftPromptError, match=r"epoch_002: val_loss nan; the run stopped without saving it .*epoch_001, is kept"):
+    with pytest.raises(
+        SoftPromptError, match=r"epoch_002: val_loss nan; the run stopped without saving it .*epoch_001, is kept"
+    ):
         save_checkpoint(tmp_path, 2, 12, model, optimizer, {}, {}, extra={"train_loss": 1.0, "val_loss": float("nan")})
     with torch.no_grad():
         model.prompt[0, 0] = float("inf")

@@ -22,13 +22,19 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt")
 
     def run(task):
-        return run_script("train.py", "--config", f"tests/configs/smoke/{task}.yaml", "--set", f"train.output_dir={out}",
-                          env={"OMP_NUM_THREADS": "1"})
+        return run_script(
+            "train.py",
+            "--config",
+            f"tests/configs/smoke/{task}.yaml",
+            "--set",
+            f"train.output_dir={out}",
+            env={"OMP_NUM_THREADS": "1"},
+        )
 
     tasks = ("qna", "sum", "tx")
     with ThreadPoolExecutor(max_workers=3) as pool:  # three processes at once: most of a tiny run is start-up
-        procs = dict(zip(tasks, pool.map(run, tasks)))
-    for task, proc in procs.items():
+        procs = dict(zip(tasks, pool.map(run, tasks), strict=False))
+    for proc in procs.values():
         assert proc.returncode == 0, proc.stderr
     return {task: (proc, out / f"smoke-{task}") for task, proc in procs.items()}
 
@@ -43,7 +49,11 @@ def test_smoke_run_logs_in_the_reference_format_and_checkpoints(runs, task):
     vals = [VAL_LINE.match(l) for l in lines if "val loss" in l]
     assert steps and all(STEP_LINE.match(l) for l in steps)
     # As the reference: epochs and micro-batches counted from 0, a line at micro-batch 0 and every log_every after
-    assert [l.split(" | Loss")[0] for l in steps[:3]] == ["Epoch: 0 | Step: 0", "Epoch: 0 | Step: 10", "Epoch: 1 | Step: 0"]
+    assert [l.split(" | Loss")[0] for l in steps[:3]] == [
+        "Epoch: 0 | Step: 0",
+        "Epoch: 0 | Step: 10",
+        "Epoch: 1 | Step: 0",
+    ]
     assert [int(m.group(1)) for m in trains] == list(range(1, 11))  # epoch lines count from 1
     assert [int(m.group(1)) for m in vals] == list(range(1, 11))
     first, last = float(trains[0].group(2)), float(trains[-1].group(2))
@@ -52,7 +62,11 @@ def test_smoke_run_logs_in_the_reference_format_and_checkpoints(runs, task):
     assert (run_dir / "latest").read_text().strip() == "epoch_010"
     for ckpt in run_dir.glob("epoch_*"):
         assert {p.name for p in ckpt.iterdir()} == {
-            "prompt.safetensors", "prompt.json", "trainer_state.safetensors", "trainer_state.json"}
+            "prompt.safetensors",
+            "prompt.json",
+            "trainer_state.safetensors",
+            "trainer_state.json",
+        }
     png = conftest.RESULTS[0] / f"smoke-{task}" / "loss.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"Loss curves: {png}" in proc.stdout
     meta = json.loads((run_dir / "epoch_010" / "prompt.json").read_text())
@@ -62,7 +76,8 @@ def test_smoke_run_logs_in_the_reference_format_and_checkpoints(runs, task):
     epochs = [r for r in records if r["type"] == "epoch"]
     assert len(epochs) == len(trains) == 10  # else the zip below compares nothing
     assert [r["train_loss"] for r in epochs] == [float(m.group(2)) for m in trains] or all(
-        abs(r["train_loss"] - float(m.group(2))) < 1e-6 for r, m in zip(epochs, trains))
+        abs(r["train_loss"] - float(m.group(2))) < 1e-6 for r, m in zip(epochs, trains, strict=False)
+    )
 
 
 @pytest.mark.slow
@@ -77,11 +92,26 @@ def test_prompt_checkpoint_is_small_and_holds_only_the_prompt(runs):
 def test_resume_after_stopping_at_epoch_3_gives_the_same_prompt(runs, tmp_path):
     _, full_dir = runs["qna"]
     one_thread = {"OMP_NUM_THREADS": "1"}  # as the reference: bit-exact float sums need the same thread count
-    first = run_script("train.py", "--config", "tests/configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
-                       "--set", "train.epochs=3", env=one_thread)
+    first = run_script(
+        "train.py",
+        "--config",
+        "tests/configs/smoke/qna.yaml",
+        "--set",
+        f"train.output_dir={tmp_path}",
+        "--set",
+        "train.epochs=3",
+        env=one_thread,
+    )
     assert first.returncode == 0, first.stderr
-    resumed = run_script("train.py", "--config", "tests/configs/smoke/qna.yaml", "--set", f"train.output_dir={tmp_path}",
-                         "--resume", env=one_thread)
+    resumed = run_script(
+        "train.py",
+        "--config",
+        "tests/configs/smoke/qna.yaml",
+        "--set",
+        f"train.output_dir={tmp_path}",
+        "--resume",
+        env=one_thread,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming from" in resumed.stdout and "train.epochs: 3 in the checkpoint, 10 now" in resumed.stderr
     ours = load_file(str(tmp_path / "smoke-qna" / "epoch_010" / "prompt.safetensors"))["prompt"]
@@ -90,15 +120,19 @@ def test_resume_after_stopping_at_epoch_3_gives_the_same_prompt(runs, tmp_path):
     log = (tmp_path / "smoke-qna" / "log.jsonl").read_text()
     assert log == (full_dir / "log.jsonl").read_text().replace(str(full_dir), str(tmp_path)) or [
         (r["type"], r.get("loss"), r.get("train_loss"), r.get("val_loss")) for r in map(json.loads, log.splitlines())
-    ] == [(r["type"], r.get("loss"), r.get("train_loss"), r.get("val_loss"))
-          for r in map(json.loads, (full_dir / "log.jsonl").read_text().splitlines())]
+    ] == [
+        (r["type"], r.get("loss"), r.get("train_loss"), r.get("val_loss"))
+        for r in map(json.loads, (full_dir / "log.jsonl").read_text().splitlines())
+    ]
 
 
 @pytest.mark.slow
 def test_rerun_without_resume_refuses_to_overwrite(runs, tmp_path):
     _, run_dir = runs["tx"]
     before = (run_dir / "epoch_010" / "prompt.safetensors").read_bytes()
-    proc = run_script("train.py", "--config", "tests/configs/smoke/tx.yaml", "--set", f"train.output_dir={run_dir.parent}")
+    proc = run_script(
+        "train.py", "--config", "tests/configs/smoke/tx.yaml", "--set", f"train.output_dir={run_dir.parent}"
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "--resume" in proc.stderr and "Traceback" not in proc.stderr
     assert (run_dir / "epoch_010" / "prompt.safetensors").read_bytes() == before

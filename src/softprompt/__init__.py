@@ -1,7 +1,7 @@
 """softprompt: prompt tuning (soft prompts) on a frozen GPT-2, for QA, summarization and translation.
 
-    from softprompt import load_config, train
-    train(load_config("configs/smoke/sum.yaml"))
+from softprompt import load_config, train
+train(load_config("configs/smoke/sum.yaml"))
 """
 
 __version__ = "0.1.0"

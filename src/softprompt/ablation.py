@@ -11,14 +11,16 @@ Three questions, each a few short runs of one smoke config (everything else as i
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import load_config
 from .evaluate import evaluate
 from .tasks import get_task
 from .train import train
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -56,12 +58,30 @@ def run_grid(config: str | Path, out_dir: str | Path, log: Callable[[str], None]
         train(cfg, overwrite=True, quiet=True, echo=lambda line: None, results_dir=None)
         train_s = time.perf_counter() - started
         metrics = evaluate(cfg, results_dir=out_dir / "results", progress=False)
-        rows.append({"question": v.question, "variant": v.name, "overrides": list(v.overrides),
-                     "score": metrics["scores"][key], "metric": label, "n": metrics["n"], "train_s": round(train_s, 1)})
+        rows.append(
+            {
+                "question": v.question,
+                "variant": v.name,
+                "overrides": list(v.overrides),
+                "score": metrics["scores"][key],
+                "metric": label,
+                "n": metrics["n"],
+                "train_s": round(train_s, 1),
+            }
+        )
         log(f"{v.question:14s} {v.name:30s} {label} {metrics['scores'][key]:6.2f}  ({train_s:.0f} s training)")
     baseline = evaluate(base, baseline="none", results_dir=out_dir / "results", progress=False)
-    rows.append({"question": "no prompt", "variant": "--baseline none", "overrides": [],
-                 "score": baseline["scores"][key], "metric": label, "n": baseline["n"], "train_s": 0.0})
+    rows.append(
+        {
+            "question": "no prompt",
+            "variant": "--baseline none",
+            "overrides": [],
+            "score": baseline["scores"][key],
+            "metric": label,
+            "n": baseline["n"],
+            "train_s": 0.0,
+        }
+    )
     write_table(rows, out_dir, config, base.task)
     return rows
 
@@ -70,8 +90,12 @@ def write_table(rows: list[dict[str, Any]], out_dir: Path, config: str | Path, t
     from matplotlib.figure import Figure
 
     metric = rows[0]["metric"]
-    lines = [f"# Ablation on {task} ({config}, test split, n={rows[0]['n']})", "",
-             f"| question | variant | {metric} | training s |", "|---|---|---:|---:|"]
+    lines = [
+        f"# Ablation on {task} ({config}, test split, n={rows[0]['n']})",
+        "",
+        f"| question | variant | {metric} | training s |",
+        "|---|---|---:|---:|",
+    ]
     lines += [f"| {r['question']} | {r['variant']} | {r['score']:.2f} | {r['train_s']:.0f} |" for r in rows]
     (out_dir / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     fig = Figure(figsize=(8, 4.5), layout="constrained")

@@ -95,7 +95,7 @@ def builtin_name(path: str) -> str | None:
 
 def builtin_path(name_or_path: str) -> Path:
     """The local directory holding a built-in model, building it if needed."""
-    name = name_or_path[len(BUILTIN_PREFIX):]
+    name = name_or_path[len(BUILTIN_PREFIX) :]
     if name not in BUILTIN_MODELS:
         raise SoftPromptError(
             f"model.name_or_path '{name_or_path}': unknown built-in model; built-ins are "

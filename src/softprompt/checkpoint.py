@@ -33,8 +33,9 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -249,8 +250,10 @@ def latest_checkpoint(run_dir: Path, warn: Callable[[str], None] = _stderr) -> P
         problem = verify(ckpt)
         if problem is None:
             return ckpt
-        warn(f"warning: skipping checkpoint {problem}; "
-             + (f"falling back to {found[-1].name}" if found else "no older checkpoint"))
+        warn(
+            f"warning: skipping checkpoint {problem}; "
+            + (f"falling back to {found[-1].name}" if found else "no older checkpoint")
+        )
     return None
 
 

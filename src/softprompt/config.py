@@ -83,7 +83,11 @@ class ModelConfig:
             out.append(f"model.prompt_length must be at least 1, got {self.prompt_length}")
         if not self.name_or_path.strip():
             out.append("model.name_or_path must not be empty")
-        if self.init in (PromptInit.WORDS, PromptInit.TEXT) and self.init_text is not None and not self.init_text.split():
+        if (
+            self.init in (PromptInit.WORDS, PromptInit.TEXT)
+            and self.init_text is not None
+            and not self.init_text.split()
+        ):
             out.append(f"model.init_text must hold at least one word for init '{self.init.value}'")
         if (
             self.init is PromptInit.WORDS
@@ -286,7 +290,9 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
     if "task" not in raw:
         problems.append(f"task is required (one of {', '.join(TASKS)})")
     elif raw["task"] not in TASKS:
-        problems.append(f"task must be one of {', '.join(TASKS)}, got '{raw['task']}'{_suggest(str(raw['task']), TASKS)}")
+        problems.append(
+            f"task must be one of {', '.join(TASKS)}, got '{raw['task']}'{_suggest(str(raw['task']), TASKS)}"
+        )
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         value = raw.get(name) or {}
@@ -306,7 +312,9 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
         problems += section.problems()
         sections[name] = section
     run_name = raw.get("run_name")
-    if run_name is not None and (not isinstance(run_name, str) or not run_name or "/" in run_name or run_name in (".", "..")):
+    if run_name is not None and (
+        not isinstance(run_name, str) or not run_name or "/" in run_name or run_name in (".", "..")
+    ):
         problems.append(f"run_name must be a non-empty name without '/', got {run_name!r}")
     if len(problems) == 1:
         raise ConfigError(f"{source}: {problems[0]}")
@@ -325,7 +333,7 @@ def default_run_name(path: Path) -> str:
     """`configs/smoke/sum.yaml` -> `smoke-sum`; a file outside configs/ -> its stem."""
     parts = list(path.with_suffix("").parts)
     if "configs" in parts:
-        parts = parts[len(parts) - parts[::-1].index("configs"):]
+        parts = parts[len(parts) - parts[::-1].index("configs") :]
     else:
         parts = parts[-1:]
     return "-".join(parts) or "run"
@@ -369,11 +377,7 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[str], path: Path) -> d
 
 
 def _unknown_keys(given: dict[str, Any], known, prefix: str) -> list[str]:
-    return [
-        f"unknown key '{prefix}{k}'{_suggest(str(k), known)}"
-        for k in given
-        if k not in known
-    ]
+    return [f"unknown key '{prefix}{k}'{_suggest(str(k), known)}" for k in given if k not in known]
 
 
 def _suggest(word: str, choices) -> str:
@@ -450,7 +454,7 @@ def _convert(value: Any, tp) -> Any:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise TypeError(f"must be a list of {len(args)} values, got {value!r}")
-        return tuple(_convert(v, a) for v, a in zip(value, args))
+        return tuple(_convert(v, a) for v, a in zip(value, args, strict=False))
     if origin is dict:
         key_tp, value_tp = typing.get_args(tp)
         if not isinstance(value, dict):

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -87,7 +88,9 @@ def check_jsonl(path: Path, task: Task) -> int:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise SoftPromptError(f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno})") from err
+                raise SoftPromptError(
+                    f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno})"
+                ) from err
             except RecursionError as err:
                 raise SoftPromptError(f"{path}, line {lineno}: JSON nested too deeply to read") from err
             # Valid UTF-8 holds no surrogates, but a \ud800 escape puts a lone one in a string: no tokenizer takes it.
@@ -265,7 +268,7 @@ def training_batch(rows: list[dict[str, Any]], pad_id: int) -> dict[str, torch.T
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, s) in enumerate(zip(rows, seqs)):
+    for i, (r, s) in enumerate(zip(rows, seqs, strict=False)):
         n_src = len(r["source_ids"])
         input_ids[i, : len(s)] = torch.tensor(s)
         labels[i, n_src : len(s)] = torch.tensor(r["target_ids"])
@@ -296,7 +299,8 @@ def iter_batches(ds, batches: list[list[int]], pad_id: int) -> Iterator[dict[str
     nan_at = int(os.environ.get(NAN_ENV) or 0)
     for idx in batches:
         cols = ds[idx]  # one Arrow read per batch
-        rows = [{"source_ids": s, "target_ids": t} for s, t in zip(cols["source_ids"], cols["target_ids"])]
+        pairs = zip(cols["source_ids"], cols["target_ids"], strict=True)
+        rows = [{"source_ids": s, "target_ids": t} for s, t in pairs]
         batch = training_batch(rows, pad_id)
         _built += 1
         if _built == nan_at:
@@ -305,4 +309,4 @@ def iter_batches(ds, batches: list[list[int]], pad_id: int) -> Iterator[dict[str
 
 
 def lengths_of(ds) -> list[int]:
-    return [len(s) + len(t) for s, t in zip(ds["source_ids"], ds["target_ids"])]
+    return [len(s) + len(t) for s, t in zip(ds["source_ids"], ds["target_ids"], strict=False)]

@@ -52,8 +52,9 @@ def init(device_name: str, timeout_minutes: float = 60.0) -> tuple[Dist, str]:
     else:
         device_name = "cpu"
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
-                                timeout=datetime.timedelta(minutes=timeout_minutes))
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=timeout_minutes)
+        )
     return Dist(rank, world, local_rank), device_name
 
 

@@ -75,13 +75,13 @@ from . import __version__
 from .checkpoint import STATE_META, latest_checkpoint, resolve_prompt_dir, verify
 from .config import TASKS, Config, Precision
 from .data import generation_batch, load_task_data
+from .devices import autocast, pick_device
 from .errors import SoftPromptError
 from .hub import context_window
 from .metrics import score
 from .model import SoftPromptModel, build_model, read_prompt
 from .multi import MultiPromptModel, ensemble_generate, load_prompts
 from .tasks import Task, get_task
-from .devices import autocast, pick_device
 
 BASELINES = ("hard", "none", "text")
 """hard: the config's init words as text; none: no prefix; text: a text you give (e.g. the oracle instruction)."""
@@ -117,8 +117,15 @@ def predict(
 
     def generate(idx: list[int], batch: dict[str, torch.Tensor], limit: int) -> torch.Tensor:
         if ensemble is not None:
-            return ensemble_generate(model.base, ensemble, batch["input_ids"], batch["attention_mask"],
-                                     max_new_tokens=limit, eos_token_id=eos, pad_token_id=pad)
+            return ensemble_generate(
+                model.base,
+                ensemble,
+                batch["input_ids"],
+                batch["attention_mask"],
+                max_new_tokens=limit,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )
         kwargs = dict(max_new_tokens=limit, num_beams=num_beams, do_sample=False, eos_token_id=eos, pad_token_id=pad)
         if use_prompt:
             return model.generate(batch["input_ids"], batch["attention_mask"], **kwargs)
@@ -128,8 +135,17 @@ def predict(
     model.eval()
     device = device or next(model.parameters()).device
     limits = _per_row(max_new_tokens, sources)
-    rows = _generate_batched(sources, limits, _length_batches(sources, batch_size), generate, pad, device, precision,
-                             desc=f"generating {task.name}", progress=progress)
+    rows = _generate_batched(
+        sources,
+        limits,
+        _length_batches(sources, batch_size),
+        generate,
+        pad,
+        device,
+        precision,
+        desc=f"generating {task.name}",
+        progress=progress,
+    )
     return [_decode(row, tokenizer, eos, task.stop_at_newline) for row in rows]
 
 
@@ -156,20 +172,28 @@ def predict_mixed(
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
 
     def generate(idx: list[int], batch: dict[str, torch.Tensor], limit: int) -> torch.Tensor:
-        return model.generate(batch["input_ids"], batch["attention_mask"], tasks=[tasks[i].name for i in idx],
-                              max_new_tokens=limit, num_beams=num_beams, do_sample=False, eos_token_id=eos,
-                              pad_token_id=pad)
+        return model.generate(
+            batch["input_ids"],
+            batch["attention_mask"],
+            tasks=[tasks[i].name for i in idx],
+            max_new_tokens=limit,
+            num_beams=num_beams,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
 
     device = device or model.prompts.device
     limits = _per_row(max_new_tokens, sources)
     # Every row of a batch decodes for the batch's longest limit, so each must have that much room left in the
     # context window after its prompt and source (a long qna source has room for 24 tokens, not sum's 64).
     window, lengths = context_window(model.base), model.lengths[model.task_index([t.name for t in tasks])].tolist()
-    room = [window - p - len(s) for p, s in zip(lengths, sources)]
+    room = [window - p - len(s) for p, s in zip(lengths, sources, strict=False)]
     batches = _mixed_batches([len(s) for s in sources], limits, room, batch_size)
-    rows = _generate_batched(sources, limits, batches, generate, pad, device, precision,
-                             desc="generating all tasks", progress=progress)
-    return [_decode(row, tokenizer, eos, t.stop_at_newline) for row, t in zip(rows, tasks)]
+    rows = _generate_batched(
+        sources, limits, batches, generate, pad, device, precision, desc="generating all tasks", progress=progress
+    )
+    return [_decode(row, tokenizer, eos, t.stop_at_newline) for row, t in zip(rows, tasks, strict=False)]
 
 
 def _per_row(max_new_tokens: int | list[int], sources: list[list[int]]) -> list[int]:
@@ -223,7 +247,7 @@ def _generate_batched(
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, precision):
             new = generate(idx, batch, max(limits[i] for i in idx))
-        for row, i in zip(new.tolist(), idx):
+        for row, i in zip(new.tolist(), idx, strict=False):
             out[i] = row[: limits[i]]
     return out  # type: ignore[return-value]
 
@@ -303,8 +327,9 @@ class _Examples:
     """The indices scored when --limit drew a sample; None: the whole split."""
 
 
-def _load_examples(cfg: Config, tokenizer, window: int, prefix_len: int, split: str, limit: int | None,
-                   max_new_tokens: int | None) -> _Examples:
+def _load_examples(
+    cfg: Config, tokenizer, window: int, prefix_len: int, split: str, limit: int | None, max_new_tokens: int | None
+) -> _Examples:
     task = get_task(cfg.task)
     data_cfg, window = _room_for_prefix(cfg, window, prefix_len)
     data = load_task_data(data_cfg, tokenizer, window, splits=(split,), cap_eval=False)
@@ -317,8 +342,18 @@ def _load_examples(cfg: Config, tokenizer, window: int, prefix_len: int, split: 
         raise SoftPromptError(f"the {split} split of {cfg.source} holds no examples")
     sources = list(ds["source_ids"])
     limits = token_limits(cfg, sources, max_new_tokens)
-    return _Examples(cfg, task, split, list(ds), sources, limits, data.source_budget, data.truncated_sources[split],
-                     len(data.splits[split]), sample)
+    return _Examples(
+        cfg,
+        task,
+        split,
+        list(ds),
+        sources,
+        limits,
+        data.source_budget,
+        data.truncated_sources[split],
+        len(data.splits[split]),
+        sample,
+    )
 
 
 def sample_indices(size: int, n: int, seed: int = SAMPLE_SEED) -> list[int]:
@@ -381,22 +416,44 @@ def evaluate(
 
     gen_start = time.perf_counter()
     predictions = predict(
-        model, tokenizer, [prefix + s for s in ex.sources], task, batch_size, ex.limits, num_beams,
-        use_prompt=ckpt is not None, device=device, precision=cfg.train.precision, progress=progress,
+        model,
+        tokenizer,
+        [prefix + s for s in ex.sources],
+        task,
+        batch_size,
+        ex.limits,
+        num_beams,
+        use_prompt=ckpt is not None,
+        device=device,
+        precision=cfg.train.precision,
+        progress=progress,
         ensemble=prompts,
     )
     gen_time = time.perf_counter() - gen_start
     variant = f"baseline-{baseline}" if baseline is not None else "ensemble" if members else None
     extra = {}
     if members:
-        extra["ensemble"] = [{"checkpoint": str(p), "epoch": m.get("epoch"), "prompt_length": int(t.shape[0])}
-                             for p, m, t in zip(members, metas, prompts)]
+        extra["ensemble"] = [
+            {"checkpoint": str(p), "epoch": m.get("epoch"), "prompt_length": int(t.shape[0])}
+            for p, m, t in zip(members, metas, prompts, strict=False)
+        ]
     return _finish(
-        ex, predictions, tokenizer, results_path(results_dir, cfg, split, variant),
-        checkpoint=ckpt, epoch=metas[0].get("epoch") if ckpt is not None else None, baseline=baseline,
-        num_beams=num_beams, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        ex,
+        predictions,
+        tokenizer,
+        results_path(results_dir, cfg, split, variant),
+        checkpoint=ckpt,
+        epoch=metas[0].get("epoch") if ckpt is not None else None,
+        baseline=baseline,
+        num_beams=num_beams,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
         prefix=tokenizer.decode(prefix) if prefix else None,
-        device=device, gen_time=gen_time, n_generated=len(predictions), started=started, extra=extra,
+        device=device,
+        gen_time=gen_time,
+        n_generated=len(predictions),
+        started=started,
+        extra=extra,
     )
 
 
@@ -440,8 +497,10 @@ def evaluate_all(
     _check_one_base(cfgs)
     checkpoints = checkpoints or {}
     if set(checkpoints) - set(cfgs):
-        raise SoftPromptError(f"checkpoints given for {', '.join(sorted(set(checkpoints) - set(cfgs)))}, "
-                              f"which no config is for (tasks: {', '.join(cfgs)})")
+        raise SoftPromptError(
+            f"checkpoints given for {', '.join(sorted(set(checkpoints) - set(cfgs)))}, "
+            f"which no config is for (tasks: {', '.join(cfgs)})"
+        )
     ckpts = {t: resolve_checkpoint(cfg, checkpoints.get(t)) for t, cfg in cfgs.items()}
     metas = {t: _prompt_meta(ckpts[t], cfg) for t, cfg in cfgs.items()}
     batch_size = batch_size or min(cfg.train.eval_batch_size for cfg in cfgs.values())
@@ -451,11 +510,21 @@ def evaluate_all(
     model, tokenizer = build_model(first.model, seed=first.train.seed)
     model.to(device)
     base, base_id = model.base, first.model.name_or_path
-    prompts = dict(zip(cfgs, load_prompts(base, list(ckpts.values()), base_id=base_id)))
+    prompts = dict(zip(cfgs, load_prompts(base, list(ckpts.values()), base_id=base_id), strict=False))
     multi = MultiPromptModel(base, prompts, base_id=base_id)
     window = context_window(base)
-    examples = {t: _load_examples(cfg, tokenizer, window, prompts[t].shape[0], split or cfg.data.eval_split or get_task(t).eval_split,
-                                  limit, max_new_tokens) for t, cfg in cfgs.items()}
+    examples = {
+        t: _load_examples(
+            cfg,
+            tokenizer,
+            window,
+            prompts[t].shape[0],
+            split or cfg.data.eval_split or get_task(t).eval_split,
+            limit,
+            max_new_tokens,
+        )
+        for t, cfg in cfgs.items()
+    }
 
     # One stream of every task's examples: (task, index within the task).
     stream = [(t, i) for t, ex in examples.items() for i in range(len(ex.sources))]
@@ -464,33 +533,77 @@ def evaluate_all(
     limits = [examples[t].limits[i] for t, i in stream]
     # A short untimed warm-up, so one-time costs (kernels, caches) count against neither side of the comparison.
     warm = min(batch_size, len(sources))
-    predict_mixed(multi, tokenizer, sources[:warm], tasks[:warm], batch_size, [1] * warm, num_beams, device, precision,
-                  progress=False)
+    predict_mixed(
+        multi,
+        tokenizer,
+        sources[:warm],
+        tasks[:warm],
+        batch_size,
+        [1] * warm,
+        num_beams,
+        device,
+        precision,
+        progress=False,
+    )
     gen_start = time.perf_counter()
     mixed = predict_mixed(multi, tokenizer, sources, tasks, batch_size, limits, num_beams, device, precision, progress)
     mixed_s = time.perf_counter() - gen_start
-    per_task = {t: [p for (s, _), p in zip(stream, mixed) if s == t] for t in cfgs}
+    per_task = {t: [p for (s, _), p in zip(stream, mixed, strict=False) if s == t] for t in cfgs}
 
-    speed: dict[str, Any] = {"tasks": list(cfgs), "n": len(stream), "batch_size": batch_size,
-                             "mixed_s": round(mixed_s, 3), "mixed_examples_per_s": _rate(len(stream), mixed_s),
-                             "separate_s": None, "separate_examples_per_s": None, "ratio": None,
-                             "separate_equal": None}
+    speed: dict[str, Any] = {
+        "tasks": list(cfgs),
+        "n": len(stream),
+        "batch_size": batch_size,
+        "mixed_s": round(mixed_s, 3),
+        "mixed_examples_per_s": _rate(len(stream), mixed_s),
+        "separate_s": None,
+        "separate_examples_per_s": None,
+        "ratio": None,
+        "separate_equal": None,
+    }
     if compare:
         separate_start = time.perf_counter()
-        separate = {t: predict(SoftPromptModel(base, prompts[t].to(device), base_id=base_id), tokenizer, ex.sources,
-                               ex.task, batch_size, ex.limits, num_beams, device=device, precision=precision,
-                               progress=progress) for t, ex in examples.items()}
+        separate = {
+            t: predict(
+                SoftPromptModel(base, prompts[t].to(device), base_id=base_id),
+                tokenizer,
+                ex.sources,
+                ex.task,
+                batch_size,
+                ex.limits,
+                num_beams,
+                device=device,
+                precision=precision,
+                progress=progress,
+            )
+            for t, ex in examples.items()
+        }
         separate_s = time.perf_counter() - separate_start
-        speed.update(separate_s=round(separate_s, 3), separate_examples_per_s=_rate(len(stream), separate_s),
-                     ratio=round(separate_s / mixed_s, 3) if mixed_s > 0 else None,
-                     separate_equal=sum(a == b for t in cfgs for a, b in zip(per_task[t], separate[t])))
+        speed.update(
+            separate_s=round(separate_s, 3),
+            separate_examples_per_s=_rate(len(stream), separate_s),
+            ratio=round(separate_s / mixed_s, 3) if mixed_s > 0 else None,
+            separate_equal=sum(a == b for t in cfgs for a, b in zip(per_task[t], separate[t], strict=False)),
+        )
 
     return {
         t: _finish(
-            ex, per_task[t], tokenizer, results_path(results_dir, ex.cfg, ex.split, "all"),
-            checkpoint=ckpts[t], epoch=metas[t].get("epoch"), baseline=None, num_beams=num_beams,
-            batch_size=batch_size, max_new_tokens=max_new_tokens, prefix=None, device=device, gen_time=mixed_s,
-            n_generated=len(stream), started=started, extra={"speed": speed},
+            ex,
+            per_task[t],
+            tokenizer,
+            results_path(results_dir, ex.cfg, ex.split, "all"),
+            checkpoint=ckpts[t],
+            epoch=metas[t].get("epoch"),
+            baseline=None,
+            num_beams=num_beams,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            prefix=None,
+            device=device,
+            gen_time=mixed_s,
+            n_generated=len(stream),
+            started=started,
+            extra={"speed": speed},
         )
         for t, ex in examples.items()
     }
@@ -524,19 +637,26 @@ def speed_line(results: dict[str, dict[str, Any]]) -> str:
     whose prediction the separate runs reproduce exactly.
     """
     s = next(iter(results.values()))["speed"]
-    parts = ["speed", f"{len(s['tasks'])} tasks, n={s['n']}, batch {s['batch_size']}",
-             f"one mixed pass {s['mixed_examples_per_s']:.2f} ex/s"]
+    parts = [
+        "speed",
+        f"{len(s['tasks'])} tasks, n={s['n']}, batch {s['batch_size']}",
+        f"one mixed pass {s['mixed_examples_per_s']:.2f} ex/s",
+    ]
     if s["separate_s"] is not None:
-        parts += [f"separate runs {s['separate_examples_per_s']:.2f} ex/s", f"{s['ratio']:.2f}x",
-                  f"{s['separate_equal']}/{s['n']} predictions equal"]
+        parts += [
+            f"separate runs {s['separate_examples_per_s']:.2f} ex/s",
+            f"{s['ratio']:.2f}x",
+            f"{s['separate_equal']}/{s['n']} predictions equal",
+        ]
     return " | ".join(parts)
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _check_arguments(checkpoint, limit, batch_size, max_new_tokens, num_beams, baseline, ensemble,
-                     prompt_text=None) -> None:
+def _check_arguments(
+    checkpoint, limit, batch_size, max_new_tokens, num_beams, baseline, ensemble, prompt_text=None
+) -> None:
     problems = []
     if baseline is not None and baseline not in BASELINES:
         problems.append(f"--baseline must be one of {', '.join(BASELINES)}, got '{baseline}'")
@@ -552,10 +672,16 @@ def _check_arguments(checkpoint, limit, batch_size, max_new_tokens, num_beams, b
         if checkpoint is not None or baseline is not None:
             problems.append("--ensemble excludes --checkpoint and --baseline: it names its own checkpoints")
         if num_beams is not None and num_beams > 1:
-            problems.append(f"--ensemble decodes greedily (the prompts' log-probabilities are averaged at each "
-                            f"step); it cannot be combined with beam search (--num-beams {num_beams})")
-    for name, value in (("--limit", limit), ("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens),
-                        ("--num-beams", num_beams)):
+            problems.append(
+                f"--ensemble decodes greedily (the prompts' log-probabilities are averaged at each "
+                f"step); it cannot be combined with beam search (--num-beams {num_beams})"
+            )
+    for name, value in (
+        ("--limit", limit),
+        ("--batch-size", batch_size),
+        ("--max-new-tokens", max_new_tokens),
+        ("--num-beams", num_beams),
+    ):
         if value is not None and value < 1:
             problems.append(f"{name} must be at least 1, got {value}")
     if problems:
@@ -592,14 +718,31 @@ def _check_one_base(cfgs: dict[str, Config]) -> None:
             named = ", ".join(f"{c.source or t}: {get(c)}" for t, c in cfgs.items())
             problems.append(f"{key} differs ({named})")
     if problems:
-        raise SoftPromptError("scoring several tasks in one pass needs one frozen base model, so the configs must "
-                              "agree on it: " + "; ".join(problems))
+        raise SoftPromptError(
+            "scoring several tasks in one pass needs one frozen base model, so the configs must "
+            "agree on it: " + "; ".join(problems)
+        )
 
 
-def _finish(ex: _Examples, predictions: list[str], tokenizer, out_dir: Path, *, checkpoint: Path | None,
-            epoch: int | None, baseline: str | None, num_beams: int, batch_size: int, max_new_tokens: int | None,
-            prefix: str | None, device: torch.device, gen_time: float, n_generated: int, started: float,
-            extra: dict[str, Any]) -> dict[str, Any]:
+def _finish(
+    ex: _Examples,
+    predictions: list[str],
+    tokenizer,
+    out_dir: Path,
+    *,
+    checkpoint: Path | None,
+    epoch: int | None,
+    baseline: str | None,
+    num_beams: int,
+    batch_size: int,
+    max_new_tokens: int | None,
+    prefix: str | None,
+    device: torch.device,
+    gen_time: float,
+    n_generated: int,
+    started: float,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """Score one task's predictions, write metrics.json and predictions.jsonl; returns the metrics."""
     cfg, task = ex.cfg, ex.task
     references = [task.references(r) for r in ex.records]
@@ -659,7 +802,9 @@ def _room_for_prefix(cfg: Config, window: int, prefix_len: int) -> tuple[Config,
                 f"{cfg.source}: data.max_source_tokens ({cfg.data.max_source_tokens}) leaves no room for a "
                 f"{prefix_len}-token prefix"
             )
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_source_tokens=cfg.data.max_source_tokens - extra))
+        cfg = dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, max_source_tokens=cfg.data.max_source_tokens - extra)
+        )
     return cfg, window - extra
 
 
@@ -690,7 +835,7 @@ def _write_results(out_dir: Path, metrics, tokenizer, sources, references, predi
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         with (out_dir / PREDICTIONS_FILE).open("w", encoding="utf-8") as f:
-            for i, (src, refs, pred) in enumerate(zip(sources, references, predictions)):
+            for i, (src, refs, pred) in enumerate(zip(sources, references, predictions, strict=False)):
                 row = {"index": i, "source": tokenizer.decode(src), "references": refs, "prediction": pred}
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
     except OSError as err:

@@ -66,7 +66,8 @@ def inspect_prompt(path: str | Path, k: int = 5) -> PromptReport:
     table = base.get_input_embeddings().weight.detach().float()
     if prompt.shape[1] != table.shape[1]:
         raise SoftPromptError(
-            f"{ckpt}: the prompt has hidden size {prompt.shape[1]}, the base model {meta['base_model']} {table.shape[1]}"
+            f"{ckpt}: the prompt has hidden size {prompt.shape[1]}, "
+            f"the base model {meta['base_model']} {table.shape[1]}"
         )
 
     init = _initial_prompt(base, tokenizer, meta, prompt.shape[0], run_cfg.get("train", {}).get("seed"))
@@ -75,12 +76,17 @@ def inspect_prompt(path: str | Path, k: int = 5) -> PromptReport:
     init_labels = _init_labels(meta, init, table, tokenizer, prompt.shape[0])
 
     report = PromptReport(
-        checkpoint=ckpt, base_model=meta["base_model"], init=meta.get("init"), init_text=meta.get("init_text"),
-        epoch=meta.get("epoch"), vocab_norm=table.norm(dim=-1).mean().item(),
+        checkpoint=ckpt,
+        base_model=meta["base_model"],
+        init=meta.get("init"),
+        init_text=meta.get("init_text"),
+        epoch=meta.get("epoch"),
+        vocab_norm=table.norm(dim=-1).mean().item(),
     )
     for i in range(prompt.shape[0]):
         distance = None if init is None else 1.0 - F.cosine_similarity(prompt[i], init[i], dim=0).item()
-        nearest = [(_token_text(tokenizer, j), s) for j, s in zip(top.indices[i].tolist(), top.values[i].tolist())]
+        pairs = zip(top.indices[i].tolist(), top.values[i].tolist(), strict=True)
+        nearest = [(_token_text(tokenizer, j), s) for j, s in pairs]
         report.vectors.append(VectorReport(i, init_labels[i], prompt[i].norm().item(), distance, nearest))
     return report
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = [
     "normalize_answer",
@@ -57,9 +57,7 @@ def _check_lengths(predictions: Sequence, references: Sequence) -> None:
 def _check_strings(name: str, items: Sequence) -> None:
     for i, item in enumerate(items):
         if not isinstance(item, str):
-            raise TypeError(
-                f"{name}[{i}] must be a str, got {type(item).__name__}"
-            )
+            raise TypeError(f"{name}[{i}] must be a str, got {type(item).__name__}")
 
 
 def _answer_list(refs, index: int) -> list[str]:
@@ -116,7 +114,7 @@ def _squad_metric(metric_fn, predictions, references) -> float:
     _check_lengths(predictions, references)
     _check_strings("predictions", predictions)
     total = 0.0
-    for i, (pred, refs) in enumerate(zip(predictions, references)):
+    for i, (pred, refs) in enumerate(zip(predictions, references, strict=False)):
         total += max(metric_fn(pred, ref) for ref in _answer_list(refs, i))
     return 100.0 * total / len(predictions)
 
@@ -165,7 +163,7 @@ def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     _check_strings("references", references)
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-    for pred, ref in zip(predictions, references):
+    for pred, ref in zip(predictions, references, strict=False):
         # RougeScorer.score(target, prediction): reference first.
         scores = scorer.score(ref, pred)
         for key in ROUGE_TYPES:

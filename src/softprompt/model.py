@@ -59,7 +59,7 @@ class SoftPromptModel(nn.Module):
     def prompt_length(self) -> int:
         return self.prompt.shape[0]
 
-    def train(self, mode: bool = True) -> "SoftPromptModel":
+    def train(self, mode: bool = True) -> SoftPromptModel:
         # The frozen base keeps dropout off unless asked: dropout noise only slows a 3k-parameter prompt.
         super().train(mode)
         self.base.train(mode and self.keep_dropout)
@@ -134,7 +134,7 @@ class SoftPromptModel(nn.Module):
                 f"{directory}: the prompt has hidden size {prompt.shape[1]} "
                 f"(base {meta.get('base_model', '?')}) but this model's is {hidden}"
             )
-        if check_base and meta.get("base_model") and self.base_id and meta["base_model"] != self.base_id:
+        if check_base and meta.get("base_model") and self.base_id and not same_base(meta["base_model"], self.base_id):
             raise SoftPromptError(
                 f"{directory}: the prompt was trained on base model '{meta['base_model']}', not '{self.base_id}' "
                 "(load it onto the model it was trained with)"
@@ -142,6 +142,13 @@ class SoftPromptModel(nn.Module):
         with torch.no_grad():
             self.prompt.data = prompt.to(self.prompt.device, torch.float32)
         return meta
+
+
+def same_base(a: str, b: str) -> bool:
+    """Whether two base-model names mean the same model: a PEFT adapter records a built-in by its folder."""
+    from .builtin import builtin_name
+
+    return a == b or (builtin_name(a) or a) == (builtin_name(b) or b)
 
 
 def read_prompt(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:

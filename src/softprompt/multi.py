@@ -69,7 +69,7 @@ def stack_prompts(prompts: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.
     longest = max(p.shape[0] for p in prompts)
     stack = torch.zeros(len(prompts), longest, sizes.pop(), device=prompts[0].device)
     for i, p in enumerate(prompts):
-        stack[i, longest - p.shape[0]:] = p.detach().float()
+        stack[i, longest - p.shape[0] :] = p.detach().float()
     lengths = torch.tensor([p.shape[0] for p in prompts], device=prompts[0].device)
     return stack, lengths
 
@@ -112,10 +112,10 @@ class MultiPromptModel(nn.Module):
     @classmethod
     def from_checkpoints(
         cls, base: nn.Module, checkpoints: dict[str, str | Path], base_id: str | None = None, check_base: bool = True
-    ) -> "MultiPromptModel":
+    ) -> MultiPromptModel:
         """Name -> checkpoint (or prompt or PEFT adapter) folder, checked against `base` as load_prompt does."""
         loaded = load_prompts(base, list(checkpoints.values()), base_id, check_base)
-        return cls(base, dict(zip(checkpoints, loaded)), base_id=base_id)
+        return cls(base, dict(zip(checkpoints, loaded, strict=False)), base_id=base_id)
 
     def task_index(self, tasks: Sequence[str]) -> torch.Tensor:
         unknown = sorted({t for t in tasks if t not in self.names})
@@ -161,7 +161,8 @@ def ensemble_generate(
     embeds, mask, position_ids = prompted_inputs(base, rows_ids, rows_mask, stack.repeat(B, 1, 1), lengths.repeat(B))
     stop = torch.tensor(
         [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id),
-        dtype=torch.long, device=input_ids.device,
+        dtype=torch.long,
+        device=input_ids.device,
     )
     pad = pad_token_id if pad_token_id is not None else int(stop[0]) if len(stop) else 0
     # Only the last position's logits are needed; not all models take logits_to_keep.
@@ -181,7 +182,11 @@ def ensemble_generate(
         position_ids = mask.long().sum(-1, keepdim=True)
         mask = torch.cat([mask, mask.new_ones(B * K, 1)], dim=-1)
         out = base(
-            input_ids=token.repeat_interleave(K).unsqueeze(-1), attention_mask=mask, position_ids=position_ids,
-            past_key_values=out.past_key_values, use_cache=True, **last_only,
+            input_ids=token.repeat_interleave(K).unsqueeze(-1),
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+            **last_only,
         )
     return torch.stack(new, dim=1) if new else input_ids.new_zeros(B, 0)

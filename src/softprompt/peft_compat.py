@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .builtin import builtin_name
 from .errors import SoftPromptError
 from .hub import resolve_model_path
 from .model import PROMPT_FILE, PROMPT_META, read_prompt
@@ -117,9 +116,7 @@ def read_peft_adapter(directory: str | Path) -> tuple[torch.Tensor, dict[str, An
             f"{directory}: {ADAPTER_CONFIG} says num_virtual_tokens={virtual} but {PEFT_KEY} has {prompt.shape[0]} rows"
         )
     meta: dict[str, Any] = {
-        # A PEFT model built on a built-in records its folder: name it as a config would.
-        "base_model": builtin_name(config.get("base_model_name_or_path") or "") or config.get("base_model_name_or_path")
-        or "",
+        "base_model": config.get("base_model_name_or_path") or "",
         "hidden_size": prompt.shape[1],
         "prompt_length": prompt.shape[0],
         "format": "peft",

@@ -53,8 +53,14 @@ def plot_losses(run_dir: str | Path, out_png: str | Path) -> Path:
     if steps:
         # The mean over the micro-batches since the previous line (stdout shows one micro-batch's loss, as
         # the reference does; logs written before window_loss existed hold only that mean, as "loss").
-        ax.plot([r["global_step"] for r in steps], [r.get("window_loss", r["loss"]) for r in steps],
-                lw=0.8, alpha=0.6, color="tab:blue", label="train (mean between logged steps)")
+        ax.plot(
+            [r["global_step"] for r in steps],
+            [r.get("window_loss", r["loss"]) for r in steps],
+            lw=0.8,
+            alpha=0.6,
+            color="tab:blue",
+            label="train (mean between logged steps)",
+        )
     if epochs:
         x = [r["global_step"] for r in epochs]
         ax.plot(x, [r["train_loss"] for r in epochs], "o-", color="tab:blue", label="train (epoch average)")

@@ -1,6 +1,6 @@
 """Pretrain `builtin:tiny-tasks`: a small GPT-2 that can do the synthetic tasks when told which behaviour.
 
-    python scripts/build_builtin.py --out models/tiny-tasks        # ~25 minutes on 2 CPU cores
+    python scripts/build_builtin.py --out models/tiny-tasks        # ~25 minutes on one CPU core
 
 Each training sequence is [instruction + "\\n"] [source] [target] [EOS], the source
 and target built by `data.encode_example` exactly as prompt tuning builds them, so
@@ -23,9 +23,10 @@ import math
 import random
 import string
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -48,7 +49,7 @@ class Recipe:
     n_head: int = 4
     n_positions: int = 256
     vocab_size: int = 1024
-    steps: int = 8000
+    steps: int = 6000
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 300
@@ -57,7 +58,7 @@ class Recipe:
     untaught_share: float = 0.2
     """Share of sequences with no instruction or junk words instead: their target is the distractor."""
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     eval_per_behaviour: int = 200
     """Held-out records per (task, behaviour) for the accuracy in the manifest."""
 
@@ -76,7 +77,9 @@ def train_tokenizer(recipe: Recipe):
         for record in synthetic.split_records(task, "train", lex):
             texts += _strings(record)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=recipe.vocab_size, min_frequency=2, special_tokens=[EOS], show_progress=False)
+    bpe.train_from_iterator(
+        texts, vocab_size=recipe.vocab_size, min_frequency=2, special_tokens=[EOS], show_progress=False
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS)
     tokenizer.model_max_length = recipe.n_positions
     return tokenizer
@@ -96,9 +99,16 @@ def new_model(recipe: Recipe, tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=recipe.n_positions, n_embd=recipe.n_embd, n_layer=recipe.n_layer,
-        n_head=recipe.n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # no dropout: the task is noise-free and rebuilds stay exact
+        vocab_size=len(tokenizer),
+        n_positions=recipe.n_positions,
+        n_embd=recipe.n_embd,
+        n_layer=recipe.n_layer,
+        n_head=recipe.n_head,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,  # no dropout: the task is noise-free and rebuilds stay exact
     )
     torch.manual_seed(recipe.seed)
     return GPT2LMHeadModel(config)
@@ -136,8 +146,10 @@ class Mixture:
     def _junk(self) -> str:
         """1-4 made-up lowercase words: instructions the model was never taught."""
         letters = string.ascii_lowercase
-        return " ".join("".join(self.rng.choice(letters) for _ in range(self.rng.randint(3, 9)))
-                        for _ in range(self.rng.randint(1, 4)))
+        return " ".join(
+            "".join(self.rng.choice(letters) for _ in range(self.rng.randint(3, 9)))
+            for _ in range(self.rng.randint(1, 4))
+        )
 
 
 def lr_at(step: int, r: Recipe) -> float:
@@ -187,8 +199,10 @@ def behaviour_accuracy(model, tokenizer, recipe: Recipe, seed: int = 99) -> dict
     out = {}
     for task in sorted(synthetic.RECORDS):
         records = [synthetic.RECORDS[task](mixture.rng, mixture.lex, "eval") for _ in range(recipe.eval_per_behaviour)]
-        cases = {b: [mixture.example(task, r, b, mixture.prefix[(task, b)]) for r in records]
-                 for b in sorted(synthetic.BEHAVIOURS[task])}
+        cases = {
+            b: [mixture.example(task, r, b, mixture.prefix[(task, b)]) for r in records]
+            for b in sorted(synthetic.BEHAVIOURS[task])
+        }
         cases["untaught"] = [mixture.example(task, r, synthetic.DEFAULT[task], []) for r in records]
         for name, rows in cases.items():
             hits = 0
@@ -196,8 +210,9 @@ def behaviour_accuracy(model, tokenizer, recipe: Recipe, seed: int = 99) -> dict
                 chunk = rows[i : i + 50]
                 batch = generation_batch([r["source_ids"] for r in chunk], eos)
                 width = max(len(r["target_ids"]) for r in chunk)
-                new = model.generate(**batch, max_new_tokens=width, do_sample=False, eos_token_id=eos,
-                                     pad_token_id=eos)[:, batch["input_ids"].shape[1] :]
+                new = model.generate(
+                    **batch, max_new_tokens=width, do_sample=False, eos_token_id=eos, pad_token_id=eos
+                )[:, batch["input_ids"].shape[1] :]
                 hits += sum(new[j, : len(r["target_ids"])].tolist() == r["target_ids"] for j, r in enumerate(chunk))
             out[f"{task}/{name}"] = round(100.0 * hits / len(rows), 1)
     return out
@@ -218,8 +233,13 @@ def build(out_dir: str | Path, recipe: Recipe, command: str, log: Callable[[str]
         "name": out.name,
         "sha256": {WEIGHTS: sha256(out / WEIGHTS)},
         "recipe": asdict(recipe),
-        "seeds": {"torch": recipe.seed, "mixture": recipe.seed, "accuracy": 99,
-                  "lexicon": synthetic.LEXICON_SEED, "splits": synthetic.SPLIT_SEEDS},
+        "seeds": {
+            "torch": recipe.seed,
+            "mixture": recipe.seed,
+            "accuracy": 99,
+            "lexicon": synthetic.LEXICON_SEED,
+            "splits": synthetic.SPLIT_SEEDS,
+        },
         "threads": recipe.threads,
         "parameters": sum(p.numel() for p in model.parameters()),
         "instructions": {f"{t}/{b}": text for (t, b), text in synthetic.INSTRUCTIONS.items()},

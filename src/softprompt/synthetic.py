@@ -9,8 +9,8 @@ sequence (see `pretrain.py`); a soft prompt has to learn to ask for the wanted o
     qna  {"context": "Guests: Mira Tovan, Dako Pelo, Suri Kamet.", "question": "Which town is Dako from?",
           "answers": {"text": ["Pelo"], "answer_start": [24]}}
          wanted: the town that follows the asked-for guest (a one-hop lookup); distractor: the guest's name.
-    sum  {"article": "rivo dask mell. tarn pol. ...", "highlights": "rivo dask mell.\\ntarn pol.", "id": "..."}
-         wanted: the article's first two sentences, one per line; distractor: its last two.
+    sum  {"article": "rivo dask mell.\\ntarn pol.\\n...", "highlights": "rivo dask mell.\\ntarn pol.", "id": "..."}
+         wanted: the article's first two sentences (lines); distractor: its last two.
     tx   {"translation": {"bg": "Кора ветал ...", "en": "river cold ..."}}
          wanted: the word-by-word translation through a fixed lexicon; distractor: the Bulgarian copied.
 
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 LEXICON_SEED = 20261124
 SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 3}
@@ -67,7 +68,7 @@ class Lexicon:
 
     @property
     def bg_to_en(self) -> dict[str, str]:
-        return dict(zip(self.bulgarian, self.english))
+        return dict(zip(self.bulgarian, self.english, strict=False))
 
 
 def lexicon() -> Lexicon:
@@ -89,7 +90,7 @@ def lexicon() -> Lexicon:
 def qna_record(rng: random.Random, lex: Lexicon, ident: str) -> dict[str, Any]:
     k = rng.randint(2, 3)
     guests, towns = rng.sample(lex.guests, k), rng.sample(lex.towns, k)
-    context = "Guests: " + ", ".join(f"{g} {t}" for g, t in zip(guests, towns)) + "."
+    context = "Guests: " + ", ".join(f"{g} {t}" for g, t in zip(guests, towns, strict=False)) + "."
     j = rng.randrange(k)
     answer = towns[j]
     start = context.index(f"{guests[j]} {answer}") + len(guests[j]) + 1
@@ -103,13 +104,14 @@ def qna_record(rng: random.Random, lex: Lexicon, ident: str) -> dict[str, Any]:
 
 
 def sum_record(rng: random.Random, lex: Lexicon, ident: str) -> dict[str, Any]:
-    lengths = [rng.randint(2, 4) for _ in range(rng.randint(4, 5))]  # four or more: first two, last two differ
+    lengths = [rng.randint(2, 4) for _ in range(4)]  # four sentences: the first two and the last two never meet
     words = rng.sample(lex.words, sum(lengths))  # no word twice, so copying a sentence is never ambiguous
     sentences, start = [], 0
     for n in lengths:
         sentences.append(" ".join(words[start : start + n]) + ".")
         start += n
-    return {"id": ident, "article": " ".join(sentences), "highlights": "\n".join(sentences[:2])}
+    # One sentence per line, as the highlights are: a summary is then lines copied from the article.
+    return {"id": ident, "article": "\n".join(sentences), "highlights": "\n".join(sentences[:2])}
 
 
 def tx_record(rng: random.Random, lex: Lexicon, ident: str) -> dict[str, Any]:
@@ -132,7 +134,7 @@ def _asked_guest(record: dict[str, Any]) -> str:
 
 
 def _sentences(article: str) -> list[str]:
-    return [s.strip() + "." for s in article.split(".") if s.strip()]
+    return [line.strip() for line in article.split("\n") if line.strip()]
 
 
 BEHAVIOURS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {

@@ -12,8 +12,9 @@ and learns to continue it with the target, which ends with EOS.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,9 @@ def record_problem(task: Task, record: Any) -> str | None:
                 return f"field '{dotted}' must be a non-empty list of strings, got an empty array"
             odd = [v for v in value if not isinstance(v, str)]
             if odd:
-                return f"field '{dotted}' must be a non-empty list of strings, got an array holding {_json_type(odd[0])}"
+                return (
+                    f"field '{dotted}' must be a non-empty list of strings, got an array holding {_json_type(odd[0])}"
+                )
             continue
         if not isinstance(value, str):
             return f"field '{dotted}' must be a string, got {_json_type(value)}"
@@ -133,5 +136,12 @@ def record_problem(task: Task, record: Any) -> str | None:
 
 def _json_type(value: Any) -> str:
     """A value's type as JSON names it (a list is an array, a dict an object, None null)."""
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
     return "null" if value is None else names.get(type(value), type(value).__name__)

@@ -20,8 +20,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -30,11 +31,17 @@ from tqdm.auto import tqdm
 
 from . import __version__, distributed
 from .checkpoint import (
-    LATEST, checkpoints, crash_point, find_resume_checkpoint, load_trainer_state, save_checkpoint, write_text_atomic,
+    LATEST,
+    checkpoints,
+    crash_point,
+    find_resume_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+    write_text_atomic,
 )
 from .config import Config, NonFinite, Precision, Schedule
-from .devices import autocast, pick_device
 from .data import batch_order, iter_batches, lengths_of, load_task_data
+from .devices import autocast, pick_device
 from .errors import SoftPromptError
 from .hub import context_window
 from .model import SoftPromptModel, build_model, enable_checkpointing
@@ -53,11 +60,14 @@ def lr_at(step: int, cfg: Config, total_steps: int) -> float:
 
 
 @torch.no_grad()
-def mean_loss(model: SoftPromptModel, ds, cfg: Config, device: torch.device, pad_id: int, d=distributed.Dist()) -> float:
+def mean_loss(
+    model: SoftPromptModel, ds, cfg: Config, device: torch.device, pad_id: int, d: distributed.Dist | None = None
+) -> float:
     """Mean of batch losses over a split in a fixed order (the reference's 'Average val loss').
 
     Under torchrun each rank scores every world-th batch and the sums are added up.
     """
+    d = d or distributed.Dist()  # a single process
     was_training = model.training
     model.eval()
     crash_point("eval")  # test hook (SOFTPROMPT_TEST_CRASH); a no-op otherwise
@@ -143,8 +153,11 @@ def _restore(run_dir, model, optimizer, scaler, d, device, warn) -> tuple[str | 
             ckpt = find_resume_checkpoint(run_dir, warn)
             meta = load_trainer_state(ckpt, model, optimizer, scaler) if ckpt is not None else {}
             state = optimizer.state_dict()["state"]
-            tensors = [[pid, key, list(v.shape), str(v.dtype).removeprefix("torch.")]
-                       for pid, entry in state.items() for key, v in entry.items()]
+            tensors = [
+                [pid, key, list(v.shape), str(v.dtype).removeprefix("torch.")]
+                for pid, entry in state.items()
+                for key, v in entry.items()
+            ]
             found = {"ckpt": str(ckpt) if ckpt else None, "meta": meta, "tensors": tensors}
         except SoftPromptError as err:
             found = {"error": str(err)}
@@ -153,8 +166,11 @@ def _restore(run_dir, model, optimizer, scaler, d, device, warn) -> tuple[str | 
         raise SoftPromptError(found["error"])
     if d.enabled and found["ckpt"] is not None:
         with torch.no_grad():
-            model.prompt.copy_(distributed.broadcast_tensor(model.prompt.detach() if d.main else None,
-                                                             model.prompt.shape, torch.float32, device, d))
+            model.prompt.copy_(
+                distributed.broadcast_tensor(
+                    model.prompt.detach() if d.main else None, model.prompt.shape, torch.float32, device, d
+                )
+            )
         own = optimizer.state_dict()["state"]
         state: dict[int, dict[str, torch.Tensor]] = {}
         for pid, key, shape, dtype in found["tensors"]:
@@ -276,9 +292,18 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
         # Ranks sum their own losses; the checkpoint keeps the total (rank 0 takes it up on resume).
         sums = {k: distributed.all_sum(v, d).item() if torch.is_tensor(v) else v for k, v in sums.items()}
         if d.main:
-            path = save_checkpoint(run_dir, epoch, global_step, model, optimizer, cfg.to_dict(), prompt_meta,
-                                   extra={"progress": sums, "softprompt_version": __version__}, micro_batch=done,
-                                   scaler=scaler)
+            path = save_checkpoint(
+                run_dir,
+                epoch,
+                global_step,
+                model,
+                optimizer,
+                cfg.to_dict(),
+                prompt_meta,
+                extra={"progress": sums, "softprompt_version": __version__},
+                micro_batch=done,
+                scaler=scaler,
+            )
             say(f"Saved checkpoint {path}")
         distributed.barrier(d)
 
@@ -288,8 +313,10 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
         order = batch_order(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.data.group_by_length)
         batches, dropped = distributed.shard(order, d, accum)
         if dropped and epoch == start_epoch:
-            warn(f"note: {dropped} micro-batch(es) per epoch left out: they do not fill a global batch of "
-                 f"{d.world} ranks x {accum} accumulation steps")
+            warn(
+                f"note: {dropped} micro-batch(es) per epoch left out: they do not fill a global batch of "
+                f"{d.world} ranks x {accum} accumulation steps"
+            )
         first = start_micro if epoch == start_epoch else 0  # a mid-epoch checkpoint resumes here
         restored = progress if first else {}
         own = d.main  # only one rank carries the restored loss sums, so their all-reduce counts them once
@@ -299,8 +326,12 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
         window_n, counted, skipped = (int(restored.get(k, 0)) for k in ("window_n", "counted", "skipped"))
         first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step of the first NaN/inf
         bar = tqdm(
-            total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-            dynamic_ncols=True, disable=True if (quiet or not d.main) else None,
+            total=len(batches),
+            initial=first,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            leave=False,
+            dynamic_ncols=True,
+            disable=True if (quiet or not d.main) else None,
         )
         for i, batch in enumerate(iter_batches(train_ds, batches[first:], pad_id), start=first):
             torch.manual_seed(batch_seed(cfg.train.seed, epoch, i, d.rank))
@@ -321,8 +352,10 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
                     # Skipping must be decided now, which costs one host sync per micro-batch.
                     if not bool(distributed.all_min(finite.long(), d).item()):
                         skipped += 1
-                        warn(f"warning: non-finite loss at epoch {epoch + 1}, step {i + 1}; batch skipped "
-                             f"({skipped} this epoch; the gradients accumulated so far in this step are dropped too)")
+                        warn(
+                            f"warning: non-finite loss at epoch {epoch + 1}, step {i + 1}; batch skipped "
+                            f"({skipped} this epoch; the gradients accumulated so far in this step are dropped too)"
+                        )
                         optimizer.zero_grad(set_to_none=True)
                         bar.update()
                         continue
@@ -357,14 +390,28 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
                 for j in due:
                     step_loss = losses[ranks_now.index(j)]
                     say(f"Epoch: {epoch} | Step: {j} | Loss: {step_loss:.6f}")
-                    log({"type": "step", "epoch": epoch, "step": j, "global_step": global_step, "loss": step_loss,
-                         "window_loss": window, "lr": lr})
+                    log(
+                        {
+                            "type": "step",
+                            "epoch": epoch,
+                            "step": j,
+                            "global_step": global_step,
+                            "loss": step_loss,
+                            "window_loss": window,
+                            "lr": lr,
+                        }
+                    )
                 window_sum.zero_()
                 window_n = 0
             if last_of_group and every_steps and global_step % every_steps == 0 and i + 1 < len(batches):
                 stop_if_nonfinite(first_bad, epoch)  # never checkpoint past a NaN
-                save_mid_epoch(epoch, i + 1, dict(epoch_sum=epoch_sum, window_sum=window_sum, window_n=window_n,
-                                                  counted=counted, skipped=skipped))
+                save_mid_epoch(
+                    epoch,
+                    i + 1,
+                    dict(
+                        epoch_sum=epoch_sum, window_sum=window_sum, window_n=window_n, counted=counted, skipped=skipped
+                    ),
+                )
         bar.close()
         stop_if_nonfinite(first_bad, epoch)
 
@@ -373,13 +420,28 @@ def _train(cfg, d, device_name, resume, overwrite, quiet, echo) -> Path:
         val_loss = mean_loss(model, val_ds, cfg, device, pad_id, d)
         say(f"Epoch: {epoch + 1} | Average train loss: {train_loss:.6f}")
         say(f"Epoch: {epoch + 1} | Average val loss: {val_loss:.6f}")
-        log({"type": "epoch", "epoch": epoch + 1, "global_step": global_step, "train_loss": train_loss,
-             "val_loss": val_loss, "skipped_batches": skipped, "time": time.time()})
+        log(
+            {
+                "type": "epoch",
+                "epoch": epoch + 1,
+                "global_step": global_step,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "skipped_batches": skipped,
+                "time": time.time(),
+            }
+        )
 
         if (epoch + 1) % cfg.train.save_every == 0 or epoch + 1 == cfg.train.epochs:
             if d.main:
                 path = save_checkpoint(
-                    run_dir, epoch + 1, global_step, model, optimizer, cfg.to_dict(), prompt_meta,
+                    run_dir,
+                    epoch + 1,
+                    global_step,
+                    model,
+                    optimizer,
+                    cfg.to_dict(),
+                    prompt_meta,
                     extra={"train_loss": train_loss, "val_loss": val_loss, "softprompt_version": __version__},
                     scaler=scaler,
                 )
