@@ -77,6 +77,19 @@ def test_two_process_ddp_killed_mid_epoch_and_resumed_matches_single_process_acc
     assert len(ddp_averages) == 6
     assert ddp_averages == pytest.approx(single_averages, abs=1e-5)
 
+    # Step lines count the global micro-batches: the 2 ranks print the single process's lines (epoch 3, after the
+    # resume), each with the same micro-batch's loss.
+    def step_lines(out):
+        return [line.split(" | ") for line in out.splitlines() if line.startswith("Epoch: 2 | Step:")]
+
+    single_steps, ddp_steps = step_lines(single.stdout), step_lines(ddp.stdout)
+    assert [s[1] for s in single_steps] == ["Step: 0", "Step: 10"] and [s[1] for s in ddp_steps] == [
+        "Step: 0",
+        "Step: 10",
+    ]
+    for a, b in zip(single_steps, ddp_steps, strict=True):
+        assert float(a[2].split()[1]) == pytest.approx(float(b[2].split()[1]), abs=1e-5)
+
 
 def _free_port() -> int:
     import socket
@@ -90,13 +103,7 @@ def _free_port() -> int:
 def test_resume_on_two_nodes_without_a_shared_disk_reads_the_checkpoint_on_rank_0_only(tmp_path):
     """Rank 1 runs in a folder with no run folder (as on a second node): rank 0 sends it the checkpoint."""
     config = str(ROOT / "tests" / "configs" / "smoke" / "qna.yaml")
-    sets = [
-        "train.epochs=2",
-        "data.max_train_examples=8",
-        "data.max_eval_examples=4",
-        "train.output_dir=ckpt",
-        "train.dist_timeout_minutes=1",
-    ]
+    sets = ["train.epochs=2", "data.max_train_examples=8", "data.max_eval_examples=4", "train.dist_timeout_minutes=1"]
     args = [a for s in sets for a in ("--set", s)]
     node0, node1, single = tmp_path / "node0", tmp_path / "node1", tmp_path / "single"
     for folder in (node0, node1, single):
@@ -104,8 +111,21 @@ def test_resume_on_two_nodes_without_a_shared_disk_reads_the_checkpoint_on_rank_
     # Epoch 1 on one process (accumulating 2 micro-batches = 2 ranks x 1), then resumed on 2 ranks for epoch 2.
     script = str(ROOT / "scripts" / "train.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Each "node" has its own disk: its own output_dir (relative paths in --set resolve against the config file).
+    out = {folder: ["--set", f"train.output_dir={folder / 'ckpt'}"] for folder in (node0, node1, single)}
     run = lambda cwd, *extra: subprocess.run(  # noqa: E731
-        [sys.executable, script, "--config", config, "--quiet", *args, "--results-dir", str(tmp_path / "r"), *extra],
+        [
+            sys.executable,
+            script,
+            "--config",
+            config,
+            "--quiet",
+            *args,
+            *out[cwd],
+            "--results-dir",
+            str(tmp_path / "r"),
+            *extra,
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -125,6 +145,7 @@ def test_resume_on_two_nodes_without_a_shared_disk_reads_the_checkpoint_on_rank_
                 config,
                 "--quiet",
                 *args,
+                *out[cwd],
                 "--results-dir",
                 str(tmp_path / "r"),
                 "--resume",
