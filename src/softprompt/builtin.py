@@ -130,17 +130,18 @@ def _corpus() -> list[str]:
     for f in files:
         for line in f.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                texts.extend(_strings(json.loads(line)))
+                texts.extend(record_strings(json.loads(line)))
     return texts
 
 
-def _strings(obj) -> list[str]:
+def record_strings(obj) -> list[str]:
+    """Every text field of a JSON record (ids and answer offsets left out), in a fixed order."""
     if isinstance(obj, str):
         return [obj]
     if isinstance(obj, dict):
-        return [s for k, v in sorted(obj.items()) if k not in ("id", "answer_start") for s in _strings(v)]
+        return [s for k, v in sorted(obj.items()) if k not in ("id", "answer_start") for s in record_strings(v)]
     if isinstance(obj, list):
-        return [s for v in obj for s in _strings(v)]
+        return [s for v in obj for s in record_strings(v)]
     return []
 
 

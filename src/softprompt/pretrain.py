@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from . import synthetic
+from .builtin import record_strings
 from .data import encode_example, generation_batch, training_batch
 from .tasks import get_task
 
@@ -75,7 +76,7 @@ def train_tokenizer(recipe: Recipe):
     texts = [TEMPLATE_WORDS] * 50 + list(synthetic.INSTRUCTIONS.values()) * 50
     for task in synthetic.RECORDS:
         for record in synthetic.split_records(task, "train", lex):
-            texts += _strings(record)
+            texts += record_strings(record)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
         texts, vocab_size=recipe.vocab_size, min_frequency=2, special_tokens=[EOS], show_progress=False
@@ -83,16 +84,6 @@ def train_tokenizer(recipe: Recipe):
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS)
     tokenizer.model_max_length = recipe.n_positions
     return tokenizer
-
-
-def _strings(record: Any) -> list[str]:
-    if isinstance(record, str):
-        return [record]
-    if isinstance(record, dict):
-        return [s for k, v in sorted(record.items()) if k not in ("id", "answer_start") for s in _strings(v)]
-    if isinstance(record, list):
-        return [s for v in record for s in _strings(v)]
-    return []
 
 
 def new_model(recipe: Recipe, tokenizer):
