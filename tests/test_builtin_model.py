@@ -23,7 +23,7 @@ def test_loads_through_from_pretrained_and_matches_its_manifest():
     assert sum(p.numel() for p in base.parameters()) == manifest["parameters"]
     assert (FOLDER / WEIGHTS).stat().st_size <= 10 * 2**20
     assert sha256(FOLDER / WEIGHTS) == manifest["sha256"][WEIGHTS]
-    assert manifest["threads"] == Recipe().threads and manifest["recipe"] == Recipe().__dict__
+    assert manifest["threads"] == Recipe().threads and Recipe(**manifest["recipe"]) == Recipe()
 
 
 def test_a_damaged_weights_file_is_one_clear_error(tmp_path, monkeypatch):

@@ -37,9 +37,9 @@ def test_targets_follow_their_rules():
     for _ in range(200):
         qna = synthetic.qna_record(rng, lex, "x")
         answer, start = qna["answers"]["text"][0], qna["answers"]["answer_start"][0]
-        asked = synthetic.BEHAVIOURS["qna"]["guest"](qna)
+        asked = synthetic.BEHAVIOURS["qna"]["host"](qna)
         assert qna["context"][start : start + len(answer)] == answer  # a span of the context, as in SQuAD
-        assert qna["context"][: start - 1].endswith(asked)  # the town follows the asked-for guest
+        assert qna["context"][: start - 1].endswith(asked)  # the town follows the host's name
         summary = synthetic.sum_record(rng, lex, "x")
         sentences = synthetic._sentences(summary["article"])
         assert len(sentences) >= 4 and summary["highlights"].split("\n") == sentences[:2]

@@ -6,10 +6,11 @@ a distractor on the same input. The built-in `builtin:tiny-tasks` model is
 pretrained on both, each selected by a plain-text instruction at the start of the
 sequence (see `pretrain.py`); a soft prompt has to learn to ask for the wanted one.
 
-    qna  {"context": "Guests: Mira Tovan, Dako Pelo, Suri Kamet.", "question": "Which town is Dako from?",
+    qna  {"context": "Guests: Mira Tovan, Dako Pelo (host), Suri Kamet.", "question": "Which town is the host from?",
           "answers": {"text": ["Pelo"], "answer_start": [24]}}
-         wanted: the town that follows the asked-for guest (a one-hop lookup); distractor: the guest's name.
-    sum  {"article": "rivo dask mell.\\ntarn pol.\\n...", "highlights": "rivo dask mell.\\ntarn pol.", "id": "..."}
+         wanted: the town of the guest marked as host (a one-hop lookup: the town before the marker);
+         distractor: the host's name.
+    sum  {"article": "rivo dask.\\ntarn pol mell.\\n...", "highlights": "rivo dask.\\ntarn pol mell.", "id": "..."}
          wanted: the article's first two sentences (lines); distractor: its last two.
     tx   {"translation": {"bg": "Кора ветал ...", "en": "river cold ..."}}
          wanted: the word-by-word translation through a fixed lexicon; distractor: the Bulgarian copied.
@@ -87,24 +88,30 @@ def lexicon() -> Lexicon:
 # ---------------------------------------------------------------- records
 
 
+QNA_QUESTION = "Which town is the host from?"
+HOST_MARK = " (host)"
+
+
 def qna_record(rng: random.Random, lex: Lexicon, ident: str) -> dict[str, Any]:
+    # One marked guest among 2-3, the answer just before the marker: a lookup a 4-layer model learns in
+    # its budget (a lookup keyed by a name in the question, as a first design had it, was not learned).
     k = rng.randint(2, 3)
     guests, towns = rng.sample(lex.guests, k), rng.sample(lex.towns, k)
-    context = "Guests: " + ", ".join(f"{g} {t}" for g, t in zip(guests, towns, strict=False)) + "."
     j = rng.randrange(k)
-    answer = towns[j]
-    start = context.index(f"{guests[j]} {answer}") + len(guests[j]) + 1
+    facts = [f"{g} {t}" + (HOST_MARK if i == j else "") for i, (g, t) in enumerate(zip(guests, towns, strict=True))]
+    context = "Guests: " + ", ".join(facts) + "."
+    start = context.index(f"{guests[j]} {towns[j]}{HOST_MARK}") + len(guests[j]) + 1
     return {
         "id": ident,
         "title": "Guests",
         "context": context,
-        "question": f"Which town is {guests[j]} from?",
-        "answers": {"text": [answer], "answer_start": [start]},
+        "question": QNA_QUESTION,
+        "answers": {"text": [towns[j]], "answer_start": [start]},
     }
 
 
 def sum_record(rng: random.Random, lex: Lexicon, ident: str) -> dict[str, Any]:
-    lengths = [rng.randint(2, 4) for _ in range(4)]  # four sentences: the first two and the last two never meet
+    lengths = [rng.randint(2, 3) for _ in range(4)]  # four sentences: the first two and the last two never meet
     words = rng.sample(lex.words, sum(lengths))  # no word twice, so copying a sentence is never ambiguous
     sentences, start = [], 0
     for n in lengths:
@@ -129,8 +136,10 @@ RECORDS: dict[str, Callable[[random.Random, Lexicon, str], dict[str, Any]]] = {
 # ---------------------------------------------------------------- behaviours
 
 
-def _asked_guest(record: dict[str, Any]) -> str:
-    return record["question"].removeprefix("Which town is ").removesuffix(" from?")
+def _host(record: dict[str, Any]) -> str:
+    """The name of the guest marked as host (the word before their town)."""
+    fact = record["context"].split(HOST_MARK)[0].rsplit(", ", 1)[-1].removeprefix("Guests: ")
+    return fact.split(" ")[0]
 
 
 def _sentences(article: str) -> list[str]:
@@ -140,7 +149,7 @@ def _sentences(article: str) -> list[str]:
 BEHAVIOURS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {
     "qna": {
         "town": lambda r: r["answers"]["text"][0],
-        "guest": _asked_guest,
+        "host": _host,
     },
     "sum": {
         "first": lambda r: "\n".join(_sentences(r["article"])[:2]),
@@ -156,12 +165,12 @@ BEHAVIOURS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {
 WANTED = {"qna": "town", "sum": "first", "tx": "translate"}
 """The behaviour each task's data (and so its metric) asks for; the other one is the distractor."""
 
-DEFAULT = {"qna": "guest", "sum": "last", "tx": "copy"}
+DEFAULT = {"qna": "host", "sum": "last", "tx": "copy"}
 """What the model does with no instruction, or one it was never taught: the distractor."""
 
 INSTRUCTIONS = {
     ("qna", "town"): "reply with the place",
-    ("qna", "guest"): "reply with the person",
+    ("qna", "host"): "reply with the person",
     ("sum", "first"): "keep the opening lines",
     ("sum", "last"): "keep the closing lines",
     ("tx", "translate"): "turn each word over",
