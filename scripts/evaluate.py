@@ -2,11 +2,8 @@
 
     python scripts/evaluate.py --task sum --limit 200       # configs/sum.yaml's latest checkpoint, test split
     python scripts/evaluate.py --task sum --resume          # continue an interrupted evaluation where it stopped
-    python scripts/evaluate.py --config configs/smoke/qna.yaml --with-baselines   # and the none and hard baselines
     python scripts/evaluate.py --task all --config-dir configs/smoke --compare-speed   # three tasks, one pass
-
-Writes results/<run>/<split>[-<variant>]/metrics.json and predictions.jsonl (docs/evaluation.md); prints
-`tx | test | n=500 | BLEU 12.34 | chrF 40.12 | checkpoint epoch_010`, one line per task.
+Each prints one summary line per task, e.g. `tx | test | n=500 | BLEU 12.34 | chrF 40.12 | checkpoint epoch_010`.
 """
 
 import argparse
@@ -47,27 +44,23 @@ def parse(argv):
 def config_paths(a) -> list[str]:  # --task T, --task all, or one --config per task
     if (a.task is None) == (not a.config):
         raise SoftPromptError(f"give either --task ({', '.join(TASKS)} or all) or --config FILE (repeatable)")
-    if a.config:
-        if a.config_dir is not None:
-            raise SoftPromptError("--config-dir goes with --task; --config names its file itself")
-        return list(a.config)
-    return [str(Path(a.config_dir or "configs") / f"{t}.yaml") for t in (TASKS if a.task == "all" else (a.task,))]
+    if a.config and a.config_dir is not None:
+        raise SoftPromptError("--config-dir goes with --task; --config names its file itself")
+    tasks = TASKS if a.task == "all" else (a.task,)
+    return list(a.config) if a.config else [str(Path(a.config_dir or "configs") / f"{t}.yaml") for t in tasks]
 
 
 def flag_problems(a, configs) -> list[str]:  # every contradiction among the flags, in the flags' own words
-    several = len(configs) > 1
-    sized = {
-        f: getattr(a, f[2:].replace("-", "_")) for f in ("--limit", "--batch-size", "--max-new-tokens", "--num-beams")
-    }
+    several, text = len(configs) > 1, (a.prompt_text or "").strip()
+    chosen = sum(map(bool, (a.checkpoint, a.baseline, a.ensemble)))
+    sized = {f"--{k.replace('_', '-')}": getattr(a, k) for k in ("limit", "batch_size", "max_new_tokens", "num_beams")}
     checks = {f"{f} must be at least 1, got {v}": v is not None and v < 1 for f, v in sized.items()}
     c = min(configs, key=lambda c: c.data.max_target_tokens)  # the tightest room for --max-new-tokens
     checks[f"--max-new-tokens {a.max_new_tokens} is more than data.max_target_tokens ({c.data.max_target_tokens}) "
            f"of {c.source}; raise it with --set"] = (a.max_new_tokens or 0) > c.data.max_target_tokens  # fmt: skip
     checks |= {
-        "--baseline text needs a non-empty --prompt-text, the only use of --prompt-text": (a.baseline == "text")
-        != (a.prompt_text is not None and bool(a.prompt_text.strip())),
-        "--baseline and --checkpoint exclude each other: a baseline has no prompt": bool(a.baseline and a.checkpoint),
-        "--ensemble excludes --checkpoint and --baseline": bool(a.ensemble and (a.checkpoint or a.baseline)),
+        "--baseline text needs a non-empty --prompt-text, and only it": (a.baseline == "text") != bool(text),
+        "--checkpoint, --baseline and --ensemble exclude each other": chosen > 1,
         "--ensemble decodes greedily (the prompts' log-probabilities are averaged at each step); it cannot be "
         f"combined with beam search (--num-beams {a.num_beams})": bool(a.ensemble and a.num_beams > 1),
         "--with-baselines scores one task's trained prompt; it excludes --baseline, --ensemble and several "
@@ -95,7 +88,8 @@ def main(argv=None):
         for baseline in ("none", "hard") if a.with_baselines else ():
             results[baseline] = evaluate(configs[0], baseline=baseline, resume=a.resume, **common)
     for metrics in results.values():
-        print(f"wrote {metrics['results_dir']}/metrics.json and predictions.jsonl", file=sys.stderr)
+        resumed = f" ({metrics['resumed']} predictions read back from the partial file)" if "resumed" in metrics else ""
+        print(f"wrote {metrics['results_dir']}/metrics.json and predictions.jsonl{resumed}", file=sys.stderr)
         print(summary_line(metrics))
     if len(configs) > 1:
         print(speed_line(results))

@@ -19,9 +19,10 @@ from softprompt.generation import DecodeOptions, predict
 from softprompt.inspection import format_report, inspect_prompt
 from softprompt.model import SoftPromptModel, init_prompt
 from softprompt.plots import plot_losses
+from softprompt.tasks import TASKS as task_registry
 from softprompt.tasks import get_task
 
-TASKS = ("qna", "sum", "tx")
+TASKS = tuple(task_registry)  # every registered task has a smoke config in tests/configs/smoke
 SPLIT = {"qna": "validation", "sum": "test", "tx": "test"}  # each 10 examples in the samples (tx: carved)
 SCORES = {
     "qna": r"EM \d+\.\d\d \| F1 \d+\.\d\d",

@@ -18,9 +18,10 @@ from softprompt.errors import SoftPromptError, run_cli
 from softprompt.evaluate import evaluate, evaluate_all, summary_line
 from softprompt.generation import DecodeOptions, mixed_batches
 from softprompt.model import read_prompt
+from softprompt.tasks import TASKS as task_registry
 from softprompt.train import train
 
-TASKS = ("qna", "sum", "tx")
+TASKS = tuple(task_registry)  # every registered task has a smoke config in tests/configs/smoke
 SPLIT = {"qna": "validation", "sum": "test", "tx": "test"}
 SEED_RUN = "smoke-qna-seed7"
 
