@@ -215,3 +215,23 @@ def test_kill_9_in_the_middle_then_resume_equals_an_uninterrupted_run(smoke_over
     assert _rows(partial.parent) == _rows(tmp_path / "full" / "smoke-qna" / "validation")
     resumed = json.loads((partial.parent / METRICS_FILE).read_text(encoding="utf-8"))
     assert resumed["resumed"] >= done and not partial.exists()
+
+
+def test_the_partial_file_on_its_own(tmp_path):
+    first = PartialPredictions(tmp_path, {"a": 1}, resume=False)
+    assert first.done == {} and json.loads((tmp_path / PARTIAL_FILE).read_text()) == {"format": 1, "a": 1}
+    again = PartialPredictions(tmp_path, {"a": 2}, resume=False)  # no finished batch in it: nothing to lose
+    assert again.done == {} and json.loads((tmp_path / PARTIAL_FILE).read_text())["a"] == 2
+    again.append([3, 1], ["x", ""])
+    with pytest.raises(SoftPromptError, match="holds 2 predictions of an interrupted evaluation: add --resume"):
+        PartialPredictions(tmp_path, {"a": 2}, resume=False)
+    assert PartialPredictions(tmp_path, {"a": 2}, resume=True).done == {3: "x", 1: ""}
+    with pytest.raises(SoftPromptError, match=r"cannot resume from .*: a is 2 in the file, 3 in this run; delete it"):
+        PartialPredictions(tmp_path, {"a": 3}, resume=True)
+    lines = (tmp_path / PARTIAL_FILE).read_text().splitlines()
+    (tmp_path / PARTIAL_FILE).write_text("\n".join([lines[0], "garbage", lines[1]]) + "\n")
+    with pytest.raises(SoftPromptError, match=r"line 2 is not a prediction; delete it to start over"):
+        PartialPredictions(tmp_path, {"a": 2}, resume=True)
+    (tmp_path / PARTIAL_FILE).write_text('{"not": "a header"}\n{"index": 0, "prediction": ""}\n')
+    with pytest.raises(SoftPromptError, match=r"is not a partial predictions file; delete it to start over"):
+        PartialPredictions(tmp_path, {"a": 2}, resume=True)

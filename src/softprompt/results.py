@@ -35,6 +35,8 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 PARTIAL_FILE = "predictions.partial.jsonl"
 PARTIAL_FORMAT = 1
+SAMPLE_SEED = 0
+"""Seed of the random sample `--limit N` scores (recorded in metrics.json)."""
 _VERSIONED = ("torch", "transformers", "datasets", "tokenizers", "rouge-score", "sacrebleu")
 
 
@@ -102,10 +104,6 @@ def scored(ex: Examples, predictions: list[str], origin: dict[str, Any], decode:
     }
 
 
-SAMPLE_SEED = 0
-"""Seed of the random sample `--limit N` scores (recorded in metrics.json)."""
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
@@ -165,9 +163,9 @@ class PartialPredictions:
         self.done: dict[int, str] = {}
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            if self.path.is_file():
+            if self.path.is_file() and self.path.read_bytes().count(b"\n") > 1:  # a header and a row at least
                 self._take_over(resume)
-            else:
+            else:  # nothing to lose: an interrupted run that finished no batch starts over
                 _write_synced(self.path, json.dumps(self.header, ensure_ascii=False) + "\n")
         except OSError as err:
             raise SoftPromptError(f"cannot write {self.path} ({err.strerror or err})") from err
