@@ -47,6 +47,7 @@ indices and seed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 import time
 from collections.abc import Sequence
@@ -193,8 +194,6 @@ def _prompt_hash(ckpt: Path) -> str:
     """SHA-256 of the prompt a checkpoint holds (its prompt file; a PEFT adapter's tensor as read)."""
     if (ckpt / PROMPT_FILE).is_file():
         return sha256(ckpt / PROMPT_FILE)
-    import hashlib
-
     return hashlib.sha256(read_prompt(ckpt)[0].float().numpy().tobytes()).hexdigest()
 
 

@@ -53,8 +53,8 @@ class Task:
     headline: tuple[str, str]
     """The one of `metrics` that sums a result up (the report's bars, the ablation table), e.g. ("bleu", "BLEU")."""
     new_tokens: Callable[[int], int] = lambda max_target_tokens: max_target_tokens
-    """data.max_target_tokens -> the token limit of one prediction. By default as many as a training target
-    holds (EOS included): the source budget reserves exactly that room in the context window."""
+    """data.max_target_tokens -> the token limit of one prediction, at most data.max_target_tokens (the room the
+    source budget reserves in the context window). By default all of it: as many as a training target holds."""
 
     def __post_init__(self) -> None:
         if self.headline not in self.metrics:
