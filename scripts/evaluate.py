@@ -1,119 +1,95 @@
 """Score trained soft prompts, or a baseline, on a task's evaluation split; or all tasks in one pass.
 
-    python scripts/evaluate.py --task tx                    # latest checkpoint of configs/tx.yaml, test split
-    python scripts/evaluate.py --task sum --checkpoint checkpoints/sum/epoch_006 --limit 200
-    python scripts/evaluate.py --task qna --baseline hard   # no training: the init words as a plain text prompt
-    python scripts/evaluate.py --config configs/smoke/qna.yaml --baseline text --prompt-text "reply with the place"
-    python scripts/evaluate.py --config configs/smoke/qna.yaml   # offline, on the smoke run's checkpoint
-    python scripts/evaluate.py --config configs/smoke/qna.yaml --with-baselines   # and both baselines beside it
-    python scripts/evaluate.py --task all --config-dir configs/smoke   # three tasks, one frozen model, one pass
-    python scripts/evaluate.py --task qna --ensemble checkpoints/qna-s1 checkpoints/qna-s2   # prompt ensemble
-
-Writes results/<run>/<split>/metrics.json and predictions.jsonl (a baseline:
-<split>-baseline-hard/ or -none/; an ensemble: <split>-ensemble/; --task all:
-<split>-all/ of each task) and prints one summary line per task:
-    tx | test | n=500 | BLEU 12.34 | chrF 40.12 | checkpoint epoch_010
---task all adds a line comparing its speed with three separate runs:
-    speed | 3 tasks, n=30, batch 8 | one mixed pass 77.67 ex/s | separate runs 52.70 ex/s | 1.47x | 30/30 ...
+    python scripts/evaluate.py --task sum --limit 200       # configs/sum.yaml's latest checkpoint, test split
+    python scripts/evaluate.py --task sum --resume          # continue an interrupted evaluation where it stopped
+    python scripts/evaluate.py --task all --config-dir configs/smoke --compare-speed   # three tasks, one pass
+Each prints one summary line per task, e.g. `tx | test | n=500 | BLEU 12.34 | chrF 40.12 | checkpoint epoch_010`.
 """
 
 import argparse
 import sys
+from pathlib import Path
 
-from softprompt.config import TASKS, load_config
+from softprompt.config import load_config
 from softprompt.errors import SoftPromptError, run_cli
-from softprompt.evaluate import BASELINES, config_paths, evaluate, evaluate_all, speed_line, summary_line
+from softprompt.evaluate import BASELINES, DecodeOptions, evaluate, evaluate_all, speed_line, summary_line
+from softprompt.tasks import TASKS
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = p.add_argument
+    add("--task", choices=(*TASKS, "all"), help="shorthand for --config configs/<task>.yaml; all: every task")
+    add("--config", action="append", help="YAML config of the run (repeat: several tasks in one pass)")
+    add("--config-dir", help="where --task finds <task>.yaml (default: configs), e.g. configs/smoke")
+    add("--checkpoint", help="checkpoint folder (default: the run's latest)")
+    add("--ensemble", nargs="+", metavar="CKPT", help="checkpoints (or run folders) decoded as one greedy ensemble")
+    add("--split", help="split to score (default: data.eval_split, else the task's)")
+    add("--limit", type=int, help="score a seeded random sample of N examples (of each task); default: all")
+    add("--batch-size", type=int, help="rows per generation batch (default: train.eval_batch_size)")
+    add("--max-new-tokens", type=int, help="token limit per prediction (default: data.max_target_tokens)")
+    add("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
+    add("--baseline", choices=BASELINES, help="no trained prompt: hard (the init words as text), none, or text")
+    add("--prompt-text", help="the text for --baseline text (e.g. the built-in model's instruction)")
+    add("--with-baselines", action="store_true", help="one task: the trained prompt, then the none and hard baselines")
+    add("--compare-speed", action="store_true", help="several tasks: also time separate single-task runs")
+    add("--resume", action="store_true", help="continue from predictions.partial.jsonl of an interrupted run")
+    add("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    add("--results-dir", default="results", help="where results/<run>/<split>/ go (default: results)")
+    add("--quiet", action="store_true", help="no progress bar")
+    add("--debug", action="store_true", help="show tracebacks")
+    return p.parse_args(argv)
+
+
+def config_paths(a) -> list[str]:  # --task T, --task all, or one --config per task
+    if (a.task is None) == (not a.config):
+        raise SoftPromptError(f"give either --task ({', '.join(TASKS)} or all) or --config FILE (repeatable)")
+    if a.config and a.config_dir is not None:
+        raise SoftPromptError("--config-dir goes with --task; --config names its file itself")
+    tasks = TASKS if a.task == "all" else (a.task,)
+    return list(a.config) if a.config else [str(Path(a.config_dir or "configs") / f"{t}.yaml") for t in tasks]
+
+
+def flag_problems(a, configs) -> list[str]:  # every contradiction among the flags, in the flags' own words
+    several, text = len(configs) > 1, (a.prompt_text or "").strip()
+    chosen = sum(map(bool, (a.checkpoint, a.baseline, a.ensemble)))
+    sized = {f"--{k.replace('_', '-')}": getattr(a, k) for k in ("limit", "batch_size", "max_new_tokens", "num_beams")}
+    checks = {f"{f} must be at least 1, got {v}": v is not None and v < 1 for f, v in sized.items()}
+    c = min(configs, key=lambda c: c.data.max_target_tokens)  # the tightest room for --max-new-tokens
+    checks[f"--max-new-tokens {a.max_new_tokens} is more than data.max_target_tokens ({c.data.max_target_tokens}) "
+           f"of {c.source}; raise it with --set"] = (a.max_new_tokens or 0) > c.data.max_target_tokens  # fmt: skip
+    checks |= {
+        "--baseline text needs a non-empty --prompt-text, and only it": (a.baseline == "text") != bool(text),
+        "--checkpoint, --baseline and --ensemble exclude each other": chosen > 1,
+        "--ensemble decodes greedily (the prompts' log-probabilities are averaged at each step); it cannot be "
+        f"combined with beam search (--num-beams {a.num_beams})": bool(a.ensemble and a.num_beams > 1),
+        "--with-baselines scores one task's trained prompt; it excludes --baseline, --ensemble and several "
+        "tasks": a.with_baselines and bool(several or a.baseline or a.ensemble),
+        "--checkpoint, --baseline and --ensemble score one task; several tasks in one pass use each task's latest "
+        "checkpoint": several and bool(a.checkpoint or a.baseline or a.ensemble or a.prompt_text),
+        "--resume continues one task's evaluation; --task all writes at the end": several and a.resume,
+        "--compare-speed compares one pass over several tasks with separate runs": a.compare_speed and not several,
+    }
+    return [message for message, bad in checks.items() if bad]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--task",
-        choices=(*TASKS, "all"),
-        help="shorthand for --config configs/<task>.yaml; all: every task in one pass",
-    )
-    parser.add_argument(
-        "--config",
-        action="append",
-        help="YAML config of the run, e.g. configs/smoke/qna.yaml (repeat: several tasks in one pass)",
-    )
-    parser.add_argument("--config-dir", help="where --task finds <task>.yaml (default: configs), e.g. configs/smoke")
-    parser.add_argument("--checkpoint", help="checkpoint folder (default: the run's latest)")
-    parser.add_argument(
-        "--ensemble",
-        nargs="+",
-        metavar="CKPT",
-        help="checkpoints (or run folders) of the task to decode as one greedy prompt ensemble",
-    )
-    parser.add_argument("--split", help="split to score (default: data.eval_split, else test, or validation for qna)")
-    parser.add_argument(
-        "--limit", type=int, help="score a seeded random sample of N examples (of each task); default: the whole split"
-    )
-    parser.add_argument("--batch-size", type=int, help="rows per generation batch (default: train.eval_batch_size)")
-    parser.add_argument("--max-new-tokens", type=int, help="token limit per prediction (default: per task)")
-    parser.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
-    parser.add_argument(
-        "--baseline",
-        choices=BASELINES,
-        help="no trained prompt: 'hard' puts the init words in front as text, 'none' nothing, 'text' the --prompt-text",
-    )
-    parser.add_argument(
-        "--with-baselines",
-        action="store_true",
-        help="one task: score the trained prompt, then the none and hard baselines, one line each",
-    )
-    parser.add_argument("--prompt-text", help="the text for --baseline text (e.g. the built-in model's instruction)")
-    parser.add_argument(
-        "--no-compare", action="store_true", help="several tasks: skip timing the separate single-task runs"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field (of every config), e.g. train.output_dir=/tmp/ckpt (repeatable)",
-    )
-    parser.add_argument("--results-dir", default="results", help="where results/<run>/<split>/ go (default: results)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
-    configs = [load_config(path, args.set) for path in config_paths(args.task, args.config, args.config_dir)]
-    common = dict(
-        split=args.split,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams,
-        results_dir=args.results_dir,
-        progress=not args.quiet,
-    )
-    if args.with_baselines and (len(configs) > 1 or args.baseline or args.ensemble):
-        raise SoftPromptError(
-            "--with-baselines scores one task's trained prompt; it excludes --baseline, --ensemble and several tasks"
-        )
-    if len(configs) == 1:
-        results = {
-            configs[0].task: evaluate(
-                configs[0],
-                checkpoint=args.checkpoint,
-                baseline=args.baseline,
-                ensemble=args.ensemble,
-                prompt_text=args.prompt_text,
-                **common,
-            )
-        }
-        if args.with_baselines:
-            for baseline in ("none", "hard"):
-                results[baseline] = evaluate(configs[0], baseline=baseline, **common)
-    elif args.checkpoint or args.baseline or args.ensemble or args.prompt_text:
-        raise SoftPromptError(
-            "--checkpoint, --baseline and --ensemble score one task; several tasks in one pass "
-            "use each task's latest checkpoint"
-        )
+    a = parse(argv)
+    configs = [load_config(path, a.set) for path in config_paths(a)]
+    if problems := flag_problems(a, configs):
+        raise SoftPromptError("; ".join(problems))
+    common = dict(split=a.split, limit=a.limit, results_dir=a.results_dir, progress=not a.quiet)
+    common["decode"] = DecodeOptions(a.batch_size, a.max_new_tokens, a.num_beams)
+    if len(configs) > 1:
+        results = evaluate_all(configs, compare=a.compare_speed, **common)
     else:
-        results = evaluate_all(configs, compare=not args.no_compare, **common)
+        choice = dict(baseline=a.baseline, prompt_text=a.prompt_text, ensemble=a.ensemble)
+        results = {configs[0].task: evaluate(configs[0], a.checkpoint, **choice, resume=a.resume, **common)}
+        for baseline in ("none", "hard") if a.with_baselines else ():
+            results[baseline] = evaluate(configs[0], baseline=baseline, resume=a.resume, **common)
     for metrics in results.values():
-        print(f"wrote {metrics['results_dir']}/metrics.json and predictions.jsonl", file=sys.stderr)
+        resumed = f" ({metrics['resumed']} predictions read back from the partial file)" if "resumed" in metrics else ""
+        print(f"wrote {metrics['results_dir']}/metrics.json and predictions.jsonl{resumed}", file=sys.stderr)
         print(summary_line(metrics))
     if len(configs) > 1:
         print(speed_line(results))

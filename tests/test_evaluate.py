@@ -14,13 +14,15 @@ from conftest import run_script
 from softprompt import evaluate as evaluate_module
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import baseline_prefix, evaluate, predict, sample_indices, summary_line, token_limits
+from softprompt.evaluate import baseline_prefix, evaluate, sample_indices, summary_line, token_limits
+from softprompt.generation import DecodeOptions, predict
 from softprompt.inspection import format_report, inspect_prompt
 from softprompt.model import SoftPromptModel, init_prompt
 from softprompt.plots import plot_losses
+from softprompt.tasks import TASKS as task_registry
 from softprompt.tasks import get_task
 
-TASKS = ("qna", "sum", "tx")
+TASKS = tuple(task_registry)  # every registered task has a smoke config in tests/configs/smoke
 SPLIT = {"qna": "validation", "sum": "test", "tx": "test"}  # each 10 examples in the samples (tx: carved)
 SCORES = {
     "qna": r"EM \d+\.\d\d \| F1 \d+\.\d\d",
@@ -99,9 +101,13 @@ def test_evaluate_script_end_to_end(runs, task, tmp_path):
 
 def test_hard_and_none_baselines_run_and_keep_their_prefix_inside_the_window(runs, tmp_path):
     cfg = _cfg(runs, "tx")
-    soft = evaluate(cfg, limit=3, max_new_tokens=4, results_dir=tmp_path, progress=False)
-    hard = evaluate(cfg, baseline="hard", limit=3, max_new_tokens=4, results_dir=tmp_path, progress=False)
-    none = evaluate(cfg, baseline="none", limit=3, max_new_tokens=4, results_dir=tmp_path, progress=False)
+    soft = evaluate(cfg, limit=3, decode=DecodeOptions(max_new_tokens=4), results_dir=tmp_path, progress=False)
+    hard = evaluate(
+        cfg, baseline="hard", limit=3, decode=DecodeOptions(max_new_tokens=4), results_dir=tmp_path, progress=False
+    )
+    none = evaluate(
+        cfg, baseline="none", limit=3, decode=DecodeOptions(max_new_tokens=4), results_dir=tmp_path, progress=False
+    )
     assert (tmp_path / "smoke-tx" / "test-baseline-hard" / "metrics.json").is_file()
     assert (tmp_path / "smoke-tx" / "test-baseline-none" / "predictions.jsonl").is_file()
     assert hard["checkpoint"] is None and hard["baseline"] == "hard" and hard["n"] == none["n"] == 3
@@ -130,9 +136,11 @@ def test_batched_predictions_equal_one_example_at_a_time(tiny):
     assert len({len(s) for s in sources}) == len(sources)  # every batch needs padding
     task, limits = get_task("sum"), [12, 5, 12, 9, 12]
     for use_prompt in (True, False):
-        batched = predict(model, tokenizer, sources, task, 3, limits, use_prompt=use_prompt, progress=False)
+        batched = predict(
+            model, tokenizer, sources, task, limits, DecodeOptions(3), use_prompt=use_prompt, progress=False
+        )
         alone = [
-            predict(model, tokenizer, [s], task, 1, [n], use_prompt=use_prompt, progress=False)[0]
+            predict(model, tokenizer, [s], task, [n], DecodeOptions(1), use_prompt=use_prompt, progress=False)[0]
             for s, n in zip(sources, limits, strict=False)
         ]
         assert batched == alone
@@ -159,13 +167,15 @@ def test_hard_and_text_baselines_put_their_words_and_a_newline_before_the_source
         "predict",
         lambda m, tok, sources, *a, **k: seen.append((tok, sources)) or real(m, tok, sources, *a, **k),
     )
-    evaluate(cfg, baseline="hard", limit=2, max_new_tokens=2, results_dir=tmp_path, progress=False)
+    evaluate(
+        cfg, baseline="hard", limit=2, decode=DecodeOptions(max_new_tokens=2), results_dir=tmp_path, progress=False
+    )
     text = evaluate(
         cfg,
         baseline="text",
         prompt_text="reply with the place",
         limit=2,
-        max_new_tokens=2,
+        decode=DecodeOptions(max_new_tokens=2),
         results_dir=tmp_path,
         progress=False,
     )
@@ -180,9 +190,9 @@ def test_hard_and_text_baselines_put_their_words_and_a_newline_before_the_source
 def test_evaluation_scores_the_whole_split_and_limit_draws_a_seeded_sample(runs, tmp_path):
     # data.max_eval_examples bounds training's validation loss only; --limit may ask for more, and gets a sample.
     cfg = load_config("tests/configs/smoke/qna.yaml", [*runs["qna"], "data.max_eval_examples=5"])
-    whole = evaluate(cfg, max_new_tokens=2, results_dir=tmp_path / "a", progress=False)
+    whole = evaluate(cfg, decode=DecodeOptions(max_new_tokens=2), results_dir=tmp_path / "a", progress=False)
     assert whole["n"] == whole["split_size"] == 10 and whole["sample"] is None
-    some = evaluate(cfg, limit=8, max_new_tokens=2, results_dir=tmp_path / "b", progress=False)
+    some = evaluate(cfg, limit=8, decode=DecodeOptions(max_new_tokens=2), results_dir=tmp_path / "b", progress=False)
     assert some["n"] == 8 and some["sample"] == {"seed": 0, "indices": sample_indices(10, 8)}
     all_rows = [json.loads(x) for x in (tmp_path / "a/smoke-qna/validation/predictions.jsonl").read_text().splitlines()]
     rows = [json.loads(x) for x in (tmp_path / "b/smoke-qna/validation/predictions.jsonl").read_text().splitlines()]

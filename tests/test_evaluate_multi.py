@@ -15,11 +15,13 @@ from conftest import ROOT
 from softprompt.checkpoint import resolve_prompt_dir
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError, run_cli
-from softprompt.evaluate import _mixed_batches, evaluate, evaluate_all, summary_line
+from softprompt.evaluate import evaluate, evaluate_all, summary_line
+from softprompt.generation import DecodeOptions, mixed_batches
 from softprompt.model import read_prompt
+from softprompt.tasks import TASKS as task_registry
 from softprompt.train import train
 
-TASKS = ("qna", "sum", "tx")
+TASKS = tuple(task_registry)  # every registered task has a smoke config in tests/configs/smoke
 SPLIT = {"qna": "validation", "sum": "test", "tx": "test"}
 SEED_RUN = "smoke-qna-seed7"
 
@@ -57,6 +59,7 @@ def _predictions(metrics):
 def test_all_tasks_in_one_pass_equal_three_separate_evaluations(overrides, script, tmp_path, capsys):
     sets = [a for o in overrides for a in ("--set", o)]
     argv = ["--task", "all", "--config-dir", "tests/configs/smoke", *sets, "--results-dir", str(tmp_path), "--quiet"]
+    argv.append("--compare-speed")  # the timing of separate runs is opt-in
     assert script(*argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" | ")[:2] for line in lines[:3]] == [[t, SPLIT[t]] for t in TASKS]
@@ -77,13 +80,13 @@ def test_all_tasks_in_one_pass_equal_three_separate_evaluations(overrides, scrip
     assert any(_predictions(together))
 
 
-def test_mixed_batches_mix_tasks_only_where_every_row_has_room_for_the_longest_limit():
+def testmixed_batches_mix_tasks_only_where_every_row_has_room_for_the_longest_limit():
     # (length, limit, room): long qna rows have room for their 24 tokens only; sum and tx rows for 64.
     rows = [(228, 24, 24), (188, 64, 64), (205, 24, 47), (109, 64, 143), (93, 64, 159), (215, 24, 37)]
-    batches = _mixed_batches(*map(list, zip(*rows, strict=False)), batch_size=3)
+    batches = mixed_batches(*map(list, zip(*rows, strict=False)), batch_size=3)
     assert batches == [[0, 5, 2], [1, 3, 4]]  # longest first; qna rows wait for a batch they fit
     assert all(min(rows[i][2] for i in b) >= max(rows[i][1] for i in b) for b in batches)
-    assert _mixed_batches([50, 40, 30], [24, 64, 64], [200, 200, 200], 2) == [[0, 1], [2]]  # room: mixed freely
+    assert mixed_batches([50, 40, 30], [24, 64, 64], [200, 200, 200], 2) == [[0, 1], [2]]  # room: mixed freely
 
 
 def test_an_ensemble_of_one_equals_its_checkpoint_alone(overrides, tmp_path):
@@ -125,8 +128,8 @@ def test_an_ensemble_of_two_seeds_runs_and_is_deterministic(overrides, script, t
 
 def test_ensemble_with_beam_search_and_mixed_bases_are_clear_errors(overrides, script, tmp_path, capsys):
     cfg = _cfg(overrides, "qna")
-    with pytest.raises(SoftPromptError, match=r"--ensemble decodes greedily .* beam search \(--num-beams 4\)"):
-        evaluate(cfg, ensemble=[cfg.run_dir], num_beams=4, results_dir=tmp_path)
+    with pytest.raises(SoftPromptError, match=r"an ensemble .* decodes greedily \(num_beams 4\)"):
+        evaluate(cfg, ensemble=[cfg.run_dir], decode=DecodeOptions(num_beams=4), results_dir=tmp_path)
     other = _cfg(overrides, "sum", "model.name_or_path=gpt2")
     with pytest.raises(
         SoftPromptError,
@@ -137,6 +140,11 @@ def test_ensemble_with_beam_search_and_mixed_bases_are_clear_errors(overrides, s
     with pytest.raises(SoftPromptError, match="two configs for task 'qna'"):
         evaluate_all([cfg, cfg], results_dir=tmp_path)
     for argv, message in [
+        (
+            ["--config", "tests/configs/smoke/qna.yaml", "--ensemble", str(cfg.run_dir), "--num-beams", "4"],
+            "--ensemble decodes greedily (the prompts' log-probabilities are averaged at each step); it cannot be "
+            "combined with beam search (--num-beams 4)",
+        ),
         (
             ["--task", "all", "--config-dir", "tests/configs/smoke", "--ensemble", "a", "b"],
             "--checkpoint, --baseline and --ensemble score one task",
@@ -150,3 +158,16 @@ def test_ensemble_with_beam_search_and_mixed_bases_are_clear_errors(overrides, s
         assert script(*argv, "--results-dir", str(tmp_path)) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_all_tasks_by_default_generate_once_without_timing_separate_runs(overrides, tmp_path, monkeypatch):
+    # The mixed-vs-separate comparison is opt-in (--compare-speed): by default no single-task predict runs.
+    from softprompt import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "predict", lambda *a, **k: pytest.fail("separate runs were generated"))
+    cfgs = [_cfg(overrides, t) for t in TASKS]
+    results = evaluate_all(cfgs, limit=2, decode=DecodeOptions(max_new_tokens=2), results_dir=tmp_path, progress=False)
+    assert list(results) == list(TASKS) and all(m["n"] == 2 for m in results.values())
+    speed = results["qna"]["speed"]
+    assert speed["n"] == 6 and speed["separate_s"] is None and speed["ratio"] is None
+    assert all((tmp_path / f"smoke-{t}" / f"{SPLIT[t]}-all" / "metrics.json").is_file() for t in TASKS)

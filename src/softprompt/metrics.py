@@ -13,7 +13,9 @@ imported, so the module can be used on its own.
 * ``tx`` (translation): :func:`bleu` -- corpus-level sacreBLEU BLEU and chrF
   with sacreBLEU defaults (13a tokenisation), one reference per example.
 
-:func:`score` dispatches on the task name.
+:func:`score` scores with a task's own metric (``softprompt.tasks``, the one
+place that says which metric a task uses); the functions above need nothing
+else from ``softprompt``.
 """
 
 from __future__ import annotations
@@ -31,11 +33,9 @@ __all__ = [
     "bleu",
     "score",
     "ROUGE_TYPES",
-    "TASKS",
 ]
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-TASKS = ("qna", "sum", "tx")
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
@@ -204,23 +204,14 @@ def bleu(predictions: list[str], references: list[str]) -> dict:
 # --------------------------------------------------------------------------- #
 # dispatch
 # --------------------------------------------------------------------------- #
-def score(task: str, predictions, references) -> dict:
-    """Score predictions for ``task``.
+def score(task, predictions, references) -> dict:
+    """Score predictions with ``task``'s metric (a ``softprompt.tasks.Task`` or its name).
 
-    * ``"qna"`` -> ``{"exact_match", "f1"}``; ``references`` is a list of
-      answer lists.
-    * ``"sum"`` -> :func:`rouge` dict.
-    * ``"tx"``  -> :func:`bleu` dict.
-
-    Raises ``ValueError`` for an unknown task.
+    ``references`` are in the metric's own form: a list of answers per example
+    for a multi-reference task (qna), one string per example otherwise (sum, tx).
+    Raises ``ValueError`` for a task the registry does not hold.
     """
-    if task == "qna":
-        return {
-            "exact_match": exact_match(predictions, references),
-            "f1": f1(predictions, references),
-        }
-    if task == "sum":
-        return rouge(predictions, references)
-    if task == "tx":
-        return bleu(predictions, references)
-    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    from .tasks import get_task  # here, so the metric functions above import nothing from softprompt
+
+    task = get_task(task) if isinstance(task, str) else task
+    return task.metric(predictions, references)

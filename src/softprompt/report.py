@@ -30,16 +30,15 @@ from .errors import SoftPromptError, first_line
 from .plots import read_log
 from .tasks import TASKS
 
+
+def metric_labels(task: str) -> dict[str, str]:
+    """{score key: label} of the metrics a task's summary line prints (Task.metrics); {} for a task not registered."""
+    return dict(TASKS[task].metrics) if task in TASKS else {}
+
+
 METRICS_FILE = "metrics.json"
 REPORT_MD = "report.md"
 REPORT_PNG = "report.png"
-# The metrics each task's summary line prints, in its order. TODO(lead): move to the Task objects in tasks.py
-# (they hold only the single headline metric today); tasks not listed here show every numeric score.
-HEADLINE_METRICS = {
-    "qna": {"exact_match": "EM", "f1": "F1"},
-    "sum": {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"},
-    "tx": {"bleu": "BLEU", "chrf": "chrF"},
-}
 # Where evaluation writes a variant: <split>-baseline-<kind>/, <split>-ensemble/, <split>-all/ (see evaluate.py).
 VARIANT_FOLDER = re.compile(r"(?P<split>.+?)-(?P<variant>baseline-.+|ensemble|all)")
 
@@ -175,7 +174,7 @@ def _row(run: str, folder: str, metrics: dict[str, Any], path: Path) -> Row:
 
 def headline_scores(task: str, scores: dict[str, Any]) -> dict[str, float]:
     """The task's headline metrics, in order; for another task (or scores lacking them) every numeric score."""
-    wanted = HEADLINE_METRICS.get(task, {})
+    wanted = metric_labels(task)
     if wanted and all(key in scores for key in wanted):
         return {key: float(scores[key]) for key in wanted}
     return {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -234,7 +233,7 @@ def render_markdown(report: Report, command: str) -> str:
     ]
     for task in sorted({r.task for r in report.rows}):
         rows = [r for r in report.rows if r.task == task]
-        labels = {k: HEADLINE_METRICS.get(task, {}).get(k, k) for k in rows[0].scores}
+        labels = {k: metric_labels(task).get(k, k) for k in rows[0].scores}
         columns = [k for k in labels if all(k in r.scores for r in rows)]
         header = " | ".join(["run", "split", "variant", *(labels[k] for k in columns), "checkpoint", "n", "base model"])
         lines += [
@@ -277,7 +276,7 @@ def draw(report: Report, out_png: Path) -> None:
             xs = [g + i * width for g, values in enumerate(groups.values()) if variant in values]
             ax.bar(xs, [values[variant] for values in groups.values() if variant in values], width, label=variant)
         ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], labels=list(groups), rotation=15)
-        ax.set_title(f"{task}: {HEADLINE_METRICS.get(task, {}).get(metric, metric)}")
+        ax.set_title(f"{task}: {metric_labels(task).get(metric, metric)}")
         ax.legend(fontsize="small")
     if not bars:
         top.text(0.5, 0.5, "no evaluation results", ha="center")

@@ -1,4 +1,4 @@
-"""The three tasks: where their data lives and how an example becomes text.
+"""The tasks: where their data lives, how an example becomes text, and how a prediction is scored.
 
 Each task turns a dataset record into three source pieces and a target:
 
@@ -8,6 +8,12 @@ Each task turns a dataset record into three source pieces and a target:
 sentence) and the only one cut when the source exceeds its token budget, so a
 question is never truncated. The model reads the source after the soft prompt
 and learns to continue it with the target, which ends with EOS.
+
+Everything task-specific lives on the `Task`: the metric function and the
+metrics the summary line prints, whether references come several per example,
+the token limit of a prediction and where a prediction stops. `TASKS` is the
+one registry: configs, training, evaluation, the report and the error messages
+read the task names from it, so a new task is one entry here (and a config).
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from . import metrics
+from .errors import SoftPromptError
 
 
 @dataclass(frozen=True)
@@ -35,8 +44,29 @@ class Task:
     """record -> the reference(s) a prediction is scored against."""
     stop_at_newline: bool
     """Cut predictions at the first newline (not for summaries, whose sentences are newline-separated)."""
+    metric: Callable[[list[str], list[Any]], dict[str, Any]]
+    """(predictions, references) -> scores, e.g. metrics.rouge; see multi_reference for the references' form."""
+    multi_reference: bool
+    """True: the metric takes a list of references per example (SQuAD's answers); False: one string each."""
+    metrics: tuple[tuple[str, str], ...]
+    """(key in the scores, label) of the metrics the summary line and the report print, in order."""
     headline: tuple[str, str]
-    """(key in the scores, label) of the one metric that sums a result up, e.g. ("exact_match", "EM")."""
+    """The one of `metrics` that sums a result up (the report's bars, the ablation table), e.g. ("bleu", "BLEU")."""
+    new_tokens: Callable[[int], int] = lambda max_target_tokens: max_target_tokens
+    """data.max_target_tokens -> the token limit of one prediction, at most data.max_target_tokens (the room the
+    source budget reserves in the context window). By default all of it: as many as a training target holds."""
+
+    def __post_init__(self) -> None:
+        if self.headline not in self.metrics:
+            raise ValueError(f"task {self.name}: headline {self.headline} is not one of its metrics {self.metrics}")
+
+    def score(self, predictions: list[str], references: list[list[str]]) -> dict[str, Any]:
+        """Scores of predictions against each example's references (as `references(record)` gives them)."""
+        return self.metric(predictions, references if self.multi_reference else [r[0] for r in references])
+
+
+def _squad(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+    return {"exact_match": metrics.exact_match(predictions, references), "f1": metrics.f1(predictions, references)}
 
 
 def _qna_pieces(r: dict[str, Any]) -> tuple[str, str, str]:
@@ -67,6 +97,9 @@ TASKS: dict[str, Task] = {
         target=_qna_target,
         references=lambda r: [a.strip() for a in r["answers"]["text"]],
         stop_at_newline=True,
+        metric=_squad,
+        multi_reference=True,
+        metrics=(("exact_match", "EM"), ("f1", "F1")),
         headline=("exact_match", "EM"),
     ),
     "sum": Task(
@@ -80,6 +113,9 @@ TASKS: dict[str, Task] = {
         target=lambda r: " " + r["highlights"].strip(),
         references=lambda r: [r["highlights"].strip()],
         stop_at_newline=False,
+        metric=metrics.rouge,
+        multi_reference=False,
+        metrics=(("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum")),
         headline=("rougeL", "ROUGE-L"),
     ),
     "tx": Task(
@@ -93,16 +129,23 @@ TASKS: dict[str, Task] = {
         target=lambda r: " " + r["translation"]["en"].strip(),
         references=lambda r: [r["translation"]["en"].strip()],
         stop_at_newline=True,
+        metric=metrics.bleu,
+        multi_reference=False,
+        metrics=(("bleu", "BLEU"), ("chrf", "chrF")),
         headline=("bleu", "BLEU"),
     ),
 }
+
+
+class UnknownTaskError(SoftPromptError, ValueError):
+    """A task name the registry does not hold."""
 
 
 def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown task '{name}'; tasks are {', '.join(TASKS)}") from None
+        raise UnknownTaskError(f"unknown task '{name}'; tasks are {', '.join(TASKS)}") from None
 
 
 def record_problem(task: Task, record: Any) -> str | None:

@@ -1,0 +1,202 @@
+"""Batched generation: token-id sources in, prediction texts out, in the order given.
+
+    opts = DecodeOptions(batch_size=8)                      # greedy; num_beams > 1: beam search
+    texts = predict(model, tokenizer, sources, task, limits, opts)          # limits: one token limit per row
+    texts = predict_mixed(multi, tokenizer, sources, tasks, limits, opts)   # row i reads tasks[i]'s prompt
+
+Sources are sorted by length so a batch holds similar lengths, left-padded
+([B, T] input_ids and attention_mask), and decoded with the KV cache; every row
+stops at EOS or at its own token limit, so a prediction does not depend on
+which rows share its batch. A prediction is the new text up to EOS, cut at the
+first newline where its task says so (Task.stop_at_newline), and stripped.
+
+`predict` can skip rows already done and report each finished batch
+(`on_batch`), which is how evaluation streams predictions to disk and resumes:
+the batches are planned over all rows first, so a resumed run decodes exactly
+the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import Precision
+from .data import generation_batch
+from .devices import autocast
+from .hub import context_window
+from .model import SoftPromptModel
+from .multi import MultiPromptModel, ensemble_generate
+from .tasks import Task
+
+OnBatch = Callable[[list[int], list[str]], None]
+"""Called after each batch with its row indices and their predictions."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """How predictions are decoded; the same options on the same rows give the same predictions."""
+
+    batch_size: int | None = None
+    """Rows per generation batch; None: the config's train.eval_batch_size."""
+    max_new_tokens: int | None = None
+    """One token limit for every row; None: the task's own (Task.new_tokens of data.max_target_tokens)."""
+    num_beams: int = 1
+    """1: greedy; more: beam search of that width."""
+
+    def __post_init__(self) -> None:
+        bad = [
+            f"{k} must be at least 1, got {v}" for k, v in dataclasses.asdict(self).items() if v is not None and v < 1
+        ]
+        if bad:
+            raise ValueError("; ".join(bad))
+
+
+def predict(
+    model: SoftPromptModel,
+    tokenizer,
+    sources: list[list[int]],
+    task: Task,
+    limits: list[int],
+    opts: DecodeOptions,
+    *,
+    use_prompt: bool = True,
+    ensemble: Sequence[torch.Tensor] | None = None,
+    precision: Precision = Precision.FP32,
+    progress: bool = True,
+    skip: Collection[int] = (),
+    on_batch: OnBatch | None = None,
+) -> list[str | None]:
+    """Predictions for token-id sources (None for the rows of batches wholly in `skip`).
+
+    With use_prompt False the base model reads the sources alone (the baselines put their
+    text prefix into the sources themselves). With `ensemble` (prompts [P_k, H]) the model's
+    own prompt is unused: the ensemble decodes greedily instead.
+    """
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def generate(idx: list[int], batch: dict[str, torch.Tensor], limit: int) -> torch.Tensor:
+        if ensemble is not None:
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            return ensemble_generate(
+                model.base, ensemble, ids, mask, max_new_tokens=limit, eos_token_id=eos, pad_token_id=pad
+            )
+        kwargs = dict(
+            max_new_tokens=limit, num_beams=opts.num_beams, do_sample=False, eos_token_id=eos, pad_token_id=pad
+        )
+        if use_prompt:
+            return model.generate(batch["input_ids"], batch["attention_mask"], **kwargs)
+        # From input_ids HF generate returns input + new tokens and takes position ids from the mask.
+        return model.base.generate(**batch, **kwargs)[:, batch["input_ids"].shape[1] :]
+
+    model.eval()
+    _check_limits(limits, sources)
+    batches = [b for b in length_batches(sources, opts.batch_size) if not set(b) <= set(skip)]
+    decode = lambda i, row: _decode(row, tokenizer, eos, task.stop_at_newline)  # noqa: E731
+    device = next(model.parameters()).device
+    bar = dict(desc=f"generating {task.name}", disable=not progress)
+    return _generate_batched(sources, limits, batches, generate, decode, pad, device, precision, on_batch, bar)
+
+
+def predict_mixed(
+    model: MultiPromptModel,
+    tokenizer,
+    sources: list[list[int]],
+    tasks: list[Task],
+    limits: list[int],
+    opts: DecodeOptions,
+    *,
+    precision: Precision = Precision.FP32,
+    progress: bool = True,
+) -> list[str]:
+    """Predictions for a stream of several tasks' sources; row i uses the prompt named tasks[i].name.
+
+    Batches mix tasks (sorted by source length only); each row keeps its own token limit and its own
+    task's newline rule, so it reads as `predict` on that task alone would make it.
+    """
+    if len(tasks) != len(sources):
+        raise ValueError(f"{len(tasks)} tasks for {len(sources)} sources")
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def generate(idx: list[int], batch: dict[str, torch.Tensor], limit: int) -> torch.Tensor:
+        names = [tasks[i].name for i in idx]
+        kwargs = dict(
+            max_new_tokens=limit, num_beams=opts.num_beams, do_sample=False, eos_token_id=eos, pad_token_id=pad
+        )
+        return model.generate(batch["input_ids"], batch["attention_mask"], tasks=names, **kwargs)
+
+    _check_limits(limits, sources)
+    # Every row of a batch decodes for the batch's longest limit, so each must have that much room left in the
+    # context window after its prompt and source (a long qna source has room for 24 tokens, not sum's 64).
+    window, lengths = context_window(model.base), model.lengths[model.task_index([t.name for t in tasks])].tolist()
+    room = [window - p - len(s) for p, s in zip(lengths, sources, strict=True)]
+    batches = mixed_batches([len(s) for s in sources], limits, room, opts.batch_size)
+    decode = lambda i, row: _decode(row, tokenizer, eos, tasks[i].stop_at_newline)  # noqa: E731
+    device = model.prompts.device
+    bar = dict(desc="generating all tasks", disable=not progress)
+    return _generate_batched(sources, limits, batches, generate, decode, pad, device, precision, None, bar)
+
+
+def _check_limits(limits: list[int], sources: list[list[int]]) -> None:
+    if len(limits) != len(sources):
+        raise ValueError(f"{len(limits)} token limits for {len(sources)} sources")
+
+
+def length_batches(sources: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of batch_size, longest source first."""
+    # Longest first: similar lengths share a batch, and running out of memory shows up at once.
+    order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def mixed_batches(lengths: list[int], limits: list[int], room: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of similar lengths, as length_batches, in which every row has room for the batch's longest limit.
+
+    Rows are taken longest first; each joins the first unfilled batch that
+    stays within every member's room, else opens a new one.
+    """
+    filling: list[list[int]] = []
+    full: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        batch = next((b for b in filling if min(room[j] for j in (*b, i)) >= max(limits[j] for j in (*b, i))), None)
+        if batch is None:
+            batch = []
+            filling.append(batch)
+        batch.append(i)
+        if len(batch) == batch_size:
+            filling.remove(batch)
+            full.append(batch)
+    return full + filling
+
+
+def _generate_batched(sources, limits, batches, generate, decode, pad, device, precision, on_batch, bar):
+    """Predictions per source (None where no batch holds it), generated batch by batch (lists of row indices).
+
+    generate(idx, batch, limit) -> new token ids [B, <= limit]; decode(i, ids) -> row i's text;
+    bar: tqdm's desc and disable (None: shown where stderr is a terminal).
+    """
+    out: list[str | None] = [None] * len(sources)
+    bar = {**bar, "disable": True if bar["disable"] else None}
+    for idx in tqdm(batches, leave=False, dynamic_ncols=True, **bar):
+        batch = generation_batch([sources[i] for i in idx], pad)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, precision):
+            new = generate(idx, batch, max(limits[i] for i in idx))
+        texts = [decode(i, row[: limits[i]]) for row, i in zip(new.tolist(), idx, strict=True)]
+        for i, text in zip(idx, texts, strict=True):
+            out[i] = text
+        if on_batch is not None:
+            on_batch(idx, texts)
+    return out
+
+
+def _decode(ids: list[int], tokenizer, eos: int, stop_at_newline: bool) -> str:
+    if eos in ids:
+        ids = ids[: ids.index(eos)]
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if stop_at_newline:
+        text = text.split("\n", 1)[0]
+    return text.strip()
