@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import SoftPromptError
+from .errors import SoftPromptError, first_line
 from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel
 from .testing import Hooks
 
@@ -138,11 +139,23 @@ def save_checkpoint(
     }
     tmp = run_dir / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_prompt(tmp, **prompt_meta, epoch=epoch, **({"micro_batch": micro_batch} if micro_batch else {}))
-    _write_state(tmp, optimizer, where, config, more, hooks)
+    try:
+        tmp.mkdir(parents=True)
+        model.save_prompt(tmp, **prompt_meta, epoch=epoch, **({"micro_batch": micro_batch} if micro_batch else {}))
+        _write_state(tmp, optimizer, where, config, more, hooks)
+    except (OSError, SafetensorError) as err:  # a full disk, most likely: the half-written folder goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = latest_checkpoint(run_dir, warn=lambda msg: None)
+        kept = f"the previous checkpoint, {last}, and `latest` are intact" if last else "no checkpoint was written"
+        raise SoftPromptError(
+            f"cannot write checkpoint {final} ({_reason(err)}); {kept}: free some space and continue with --resume"
+        ) from err
     _publish(run_dir, tmp, final, hooks)
     return final
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or first_line(err)
 
 
 def _write_state(tmp: Path, optimizer, where: dict, config: dict, more: dict, hooks: Hooks | None) -> None:
@@ -167,7 +180,13 @@ def _publish(run_dir: Path, tmp: Path, final: Path, hooks: Hooks | None) -> None
     _fsync(run_dir)
     if hooks is not None:
         hooks.crash_point("latest")
-    write_text_atomic(run_dir / LATEST, final.name + "\n")
+    try:
+        write_text_atomic(run_dir / LATEST, final.name + "\n")
+    except OSError as err:  # the checkpoint is whole under its name, which is what resume and evaluation look for
+        raise SoftPromptError(
+            f"cannot update {run_dir / LATEST} ({err.strerror}); the new checkpoint {final} is complete and "
+            "--resume will find it: free some space and continue with --resume"
+        ) from err
     here = position(final)
     for old in checkpoints(run_dir):
         if position(old)[1] and position(old) < here:  # a mid-epoch checkpoint this one supersedes

@@ -18,10 +18,12 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +32,17 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import __version__, distributed
+from . import __version__, distributed, tracking
 from .checkpoint import (
     LATEST,
+    checkpoint_dir,
     checkpoints,
     find_resume_checkpoint,
     load_trainer_state,
     save_checkpoint,
     write_text_atomic,
 )
-from .config import Config, NonFinite, Precision, Schedule
+from .config import Config, NonFinite, Precision, Schedule, Tracker
 from .data import batch_order, iter_batches, lengths_of, load_task_data
 from .devices import autocast, pick_device
 from .errors import SoftPromptError
@@ -49,6 +52,9 @@ from .plots import LOG_FILE, plot_losses
 from .testing import Hooks
 
 CONFIG_FILE = "config.yaml"
+EXIT_PREEMPTED = 75
+"""scripts/train.py's exit status after SIGTERM or SIGUSR1 (BSD's EX_TEMPFAIL: try again, with --resume)."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM sends SIGUSR1 with --signal, and SIGTERM at the time limit
 
 
 def lr_at(step: int, cfg: Config, total_steps: int) -> float:
@@ -119,7 +125,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, f"{prefix}{key}.")
-        elif a != b and key != "source":
+        elif a != b and key not in ("source", "tracker"):  # neither changes what is trained
             out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
     return out
 
@@ -218,8 +224,46 @@ class RunLog:
 
     def record(self, record: dict[str, Any]) -> None:
         if self.main:
-            with self.log_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with self.log_path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as err:  # a full disk: the checkpoints written so far are whole
+                raise SoftPromptError(
+                    f"cannot append to {self.log_path} ({err.strerror}); the last checkpoint is kept: "
+                    "free some space and continue with --resume"
+                ) from err
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM/SIGUSR1 after writing a checkpoint to resume from (scripts exit 75)."""
+
+
+class StopRequest:
+    """Notes SIGTERM and SIGUSR1 while training runs (`with StopRequest() as stop:`); the loop stops at the
+    next point where resuming is exact, the end of an optimizer step. A second signal changes nothing, so a
+    checkpoint being written is finished, not cut. Outside the main thread (no handlers allowed) it only
+    ever says no."""
+
+    def __init__(self):
+        self.signum, self._old = 0, {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._note) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _note(self, signum: int, frame) -> None:
+        self.signum = self.signum or signum
+
+    def agreed(self, d: distributed.Dist, device: torch.device) -> int:
+        """The signal any rank got (0: none). Under torchrun a collective: every rank calls it at the same step."""
+        if not d.enabled:
+            return self.signum
+        return int(distributed.all_max(torch.tensor(self.signum, device=device), d).item())
 
 
 @dataclass
@@ -285,7 +329,18 @@ class Run:
     pad_id: int
     total_steps: int
     quiet: bool
+    tracking: bool
+    """train.tracker is set (and there is a results folder): every rank then counts tokens for it."""
     global_step: int = 0
+    tracker: tracking.Tracker = field(default_factory=tracking.NoTracker)
+    """Rank 0's tracker (the others' do nothing)."""
+    stop: StopRequest = field(default_factory=StopRequest)
+    grad_norm: torch.Tensor | None = None
+    """The last optimizer step's gradient norm, before clipping (kept only when tracking)."""
+    tokens: int = 0
+    """Tokens (this rank's, padding excluded) since the last step line; for the tracker's tokens per second."""
+    since: float = 0.0
+    """perf_counter() at the last step line."""
 
     @property
     def prompt_meta(self) -> dict[str, Any]:
@@ -311,22 +366,39 @@ def train(
     Afterwards the loss curves go to <results_dir>/<run_name>/loss.png (None: no plot).
     Under torchrun every rank runs this function; rank 0 alone talks and writes.
     """
+    run_results = Path(results_dir) / cfg.run_name if results_dir is not None else None
+    if cfg.train.tracker is Tracker.TENSORBOARD and run_results is not None:
+        tracking.summary_writer()  # fail before any work when the package is missing
     d, device_name = distributed.init(cfg.train.device, cfg.train.dist_timeout_minutes)
     log = RunLog(d.main, echo, cfg.run_dir / LOG_FILE)
+    run = None
     try:
         run = setup(cfg, d, device_name, resume, overwrite, log, quiet)
+        run.tracking = cfg.train.tracker is not Tracker.NONE and run_results is not None
         start_epoch, start_micro, progress = restore(run) if resume else (0, 0, {})
         if d.main:
-            (run.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-        for epoch in range(start_epoch, cfg.train.epochs):
-            first = start_micro if epoch == start_epoch else 0  # a mid-epoch checkpoint resumes here
-            sums = run_epoch(run, epoch, first, progress if first else {}, note_dropped=epoch == start_epoch)
-            end_epoch(run, epoch, sums)
+            write_config(run)
+            run.tracker = tracking.open_tracker(cfg.train.tracker, run_results, after_step=run.global_step)
+        with run.stop:
+            for epoch in range(start_epoch, cfg.train.epochs):
+                first = start_micro if epoch == start_epoch else 0  # a mid-epoch checkpoint resumes here
+                sums = run_epoch(run, epoch, first, progress if first else {}, note_dropped=epoch == start_epoch)
+                end_epoch(run, epoch, sums)
     finally:
+        if run is not None:
+            run.tracker.close()
         distributed.shutdown(d)
     if d.main and results_dir is not None:
         log.line(f"Loss curves: {plot_losses(run.run_dir, Path(results_dir) / cfg.run_name / 'loss.png')}")
     return run.run_dir
+
+
+def write_config(run: Run) -> None:
+    text = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False)
+    try:
+        (run.run_dir / CONFIG_FILE).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise SoftPromptError(f"cannot write {run.run_dir / CONFIG_FILE} ({err.strerror})") from err
 
 
 def setup(cfg: Config, d, device_name: str, resume: bool, overwrite: bool, log: RunLog, quiet: bool) -> Run:
@@ -360,7 +432,7 @@ def setup(cfg: Config, d, device_name: str, resume: bool, overwrite: bool, log: 
     steps_per_epoch = math.ceil(micro_batches / accum) if not d.enabled else micro_batches // (accum * d.world)
     return Run(
         cfg, d, log, Hooks.from_env(), run_dir, device, model, forward, optimizer, scaler, data,
-        lengths_of(data.splits["train"]), tokenizer.pad_token_id, steps_per_epoch * t.epochs, quiet,
+        lengths_of(data.splits["train"]), tokenizer.pad_token_id, steps_per_epoch * t.epochs, quiet, False,
     )  # fmt: skip
 
 
@@ -408,6 +480,7 @@ def run_epoch(run: Run, epoch: int, first: int, progress: dict[str, Any], note_d
         disable=True if (run.quiet or not d.main) else None,
     )
     train_ds = run.data.splits["train"]
+    run.tokens, run.since = 0, time.perf_counter()  # tokens per second leave out the evaluation between epochs
     for i, batch in enumerate(iter_batches(train_ds, batches[first:], run.pad_id, run.hooks), start=first):
         torch.manual_seed(batch_seed(t.seed, epoch, i, d.rank))
         group_start = (i // t.grad_accum_steps) * t.grad_accum_steps
@@ -417,6 +490,8 @@ def run_epoch(run: Run, epoch: int, first: int, progress: dict[str, Any], note_d
         for group in run.optimizer.param_groups:
             group["lr"] = lr
 
+        if run.tracking:
+            run.tokens += int(batch["attention_mask"].sum())
         loss = forward_backward(run, batch, i, group_size, last_of_group, sums)
         if loss is None:  # a non-finite loss, skipped (train.on_nonfinite: skip)
             sums.skipped += 1
@@ -431,11 +506,14 @@ def run_epoch(run: Run, epoch: int, first: int, progress: dict[str, Any], note_d
             optimizer_step(run)
         sums.add(loss)
         bar.update()
-        log_steps(run, epoch, i, loss, lr, sums)
+        log_steps(run, epoch, i, loss, lr, sums, last_of_group)
         every = t.save_every_steps
-        if last_of_group and every and run.global_step % every == 0 and i + 1 < len(batches):
+        saved = last_of_group and every and run.global_step % every == 0 and i + 1 < len(batches)
+        if saved:
             stop_if_nonfinite(run, sums, epoch)  # never checkpoint past a NaN
             save(run, epoch, {"progress": sums.saved(d), "softprompt_version": __version__}, micro_batch=i + 1)
+        if last_of_group and (signum := run.stop.agreed(d, run.device)):
+            preempt(run, epoch, i + 1, sums, signum, saved)
     bar.close()
     stop_if_nonfinite(run, sums, epoch)
     return sums
@@ -465,14 +543,20 @@ def optimizer_step(run: Run) -> None:
     """Clip, step, zero the gradient; one more optimizer step."""
     if run.cfg.train.max_grad_norm is not None:
         run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_([run.model.prompt], run.cfg.train.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_([run.model.prompt], run.cfg.train.max_grad_norm)
+        run.grad_norm = norm.detach() if run.tracking else None
+    elif run.tracking:  # only read: the unclipped gradient, unscaled (fp16)
+        grad = run.model.prompt.grad
+        run.grad_norm = torch.linalg.vector_norm(grad.float()) / (
+            run.scaler.get_scale() if run.scaler.is_enabled() else 1
+        )
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)  # free the gradient as soon as we can
     run.global_step += 1
 
 
-def log_steps(run: Run, epoch: int, i: int, loss: torch.Tensor, lr: float, sums: RunningSums) -> None:
+def log_steps(run: Run, epoch: int, i: int, loss: torch.Tensor, lr: float, sums: RunningSums, stepped: bool) -> None:
     """Step lines as the reference prints them: micro-batch 0 of the epoch and every log_every-th after it,
     counted over all ranks' micro-batches in single-process order, each with that micro-batch's loss."""
     d, device = run.d, run.device
@@ -499,8 +583,25 @@ def log_steps(run: Run, epoch: int, i: int, loss: torch.Tensor, lr: float, sums:
                 "lr": lr,
             }
         )
+    if run.tracking:
+        track_steps(run, [losses[ranks_now.index(j)] for j in due], window, lr, stepped)
     sums.window_sum.zero_()
     sums.window_n = 0
+
+
+def track_steps(run: Run, step_losses: list[float], window: float, lr: float, stepped: bool) -> None:
+    """The step lines' scalars for the tracker, at the optimizer step the micro-batch counts towards (the
+    one just taken, or the one its accumulation group is building): on resume, every point after the
+    checkpoint's step is written again, none before it."""
+    tokens = distributed.all_sum(torch.tensor(run.tokens, device=run.device), run.d).item()
+    now = time.perf_counter()
+    scalars = {"train/loss_window": window, "train/lr": lr, "train/tokens_per_sec": tokens / max(now - run.since, 1e-9)}
+    if run.grad_norm is not None:
+        scalars["train/grad_norm"] = distributed.all_max(run.grad_norm, run.d).item()  # the same on every rank
+    x = run.global_step if stepped else run.global_step + 1
+    for step_loss in step_losses:
+        run.tracker.log({"train/loss": step_loss, **scalars}, x)
+    run.tokens, run.since = 0, now
 
 
 def stop_if_nonfinite(run: Run, sums: RunningSums, epoch: int) -> None:
@@ -533,6 +634,7 @@ def end_epoch(run: Run, epoch: int, sums: RunningSums) -> None:
             "time": time.time(),
         }
     )
+    run.tracker.log({"epoch/train_loss": train_loss, "epoch/val_loss": val_loss}, run.global_step)
     if (epoch + 1) % t.save_every == 0 or epoch + 1 == t.epochs:
         save(run, epoch + 1, {"train_loss": train_loss, "val_loss": val_loss, "softprompt_version": __version__})
 
@@ -555,3 +657,18 @@ def save(run: Run, epoch: int, extra: dict[str, Any], micro_batch: int = 0) -> N
         )
         run.log.line(f"Saved checkpoint {path}")
     distributed.barrier(run.d)
+
+
+def preempt(run: Run, epoch: int, done: int, sums: RunningSums, signum: int, saved: bool) -> None:
+    """SIGTERM/SIGUSR1: checkpoint `done` micro-batches into the epoch (unless that was just done), say so, and
+    raise Preempted. Called by every rank at the same step."""
+    stop_if_nonfinite(run, sums, epoch)  # never checkpoint past a NaN
+    if not saved:
+        save(run, epoch, {"progress": sums.saved(run.d), "softprompt_version": __version__}, micro_batch=done)
+    ckpt = checkpoint_dir(run.run_dir, epoch, done)
+    message = (
+        f"stopped on {signal.Signals(signum).name} after step {run.global_step} ({done} micro-batches into epoch "
+        f"{epoch + 1}); saved {ckpt}: continue with --resume (exit status {EXIT_PREEMPTED})"
+    )
+    run.log.note(message)
+    raise Preempted(message)
