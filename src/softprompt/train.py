@@ -2,13 +2,14 @@
 
     python scripts/train.py --config configs/smoke/sum.yaml
 
-Per epoch: a seeded batch order; per micro-batch: forward, backward; per
-optimizer step: learning rate, clip, step; step lines every `log_every`
-micro-batches; at the end of the epoch: average train and validation loss,
-and a checkpoint every `save_every` epochs and after the last (and, with
-`save_every_steps`, one inside the epoch every that many optimizer steps, from
-which --resume continues mid-epoch exactly). Log lines go to stdout in the
-reference format and, as JSON, to <run>/log.jsonl.
+train -> setup -> restore (--resume) -> per epoch: run_epoch -> end_epoch. Per epoch: a seeded batch order;
+per micro-batch: learning rate, forward/backward; at the end of each accumulation group: clip, step; step
+lines every `log_every` micro-batches; with `save_every_steps`, a mid-epoch checkpoint every that many
+optimizer steps (from which --resume continues exactly); at the end of the epoch: average train and
+validation loss, and a checkpoint every `save_every` epochs and after the last. SIGTERM or SIGUSR1 stops
+the run at the end of the optimizer step in progress, with a checkpoint there (`Preempted`; the script
+exits 75). Output goes through `RunLog`: the reference's lines to stdout, notes to stderr, JSON records to
+<run>/log.jsonl, and, with `train.tracker`, scalars to results/<run>/tensorboard/.
 """
 
 from __future__ import annotations
@@ -494,12 +495,7 @@ def run_epoch(run: Run, epoch: int, first: int, progress: dict[str, Any], note_d
             run.tokens += int(batch["attention_mask"].sum())
         loss = forward_backward(run, batch, i, group_size, last_of_group, sums)
         if loss is None:  # a non-finite loss, skipped (train.on_nonfinite: skip)
-            sums.skipped += 1
-            run.log.note(
-                f"warning: non-finite loss at epoch {epoch + 1}, step {i + 1}; batch skipped "
-                f"({sums.skipped} this epoch; the gradients accumulated so far in this step are dropped too)"
-            )
-            run.optimizer.zero_grad(set_to_none=True)
+            skip_batch(run, epoch, i, sums)
             bar.update()
             continue
         if last_of_group:
@@ -537,6 +533,15 @@ def forward_backward(run: Run, batch, i: int, group_size: int, last_of_group: bo
             sums.first_bad = torch.where((bad == 0) & ~finite, torch.full_like(bad, i + 1), bad)
         run.scaler.scale(loss / group_size).backward()
     return loss
+
+
+def skip_batch(run: Run, epoch: int, i: int, sums: RunningSums) -> None:
+    sums.skipped += 1
+    run.log.note(
+        f"warning: non-finite loss at epoch {epoch + 1}, step {i + 1}; batch skipped "
+        f"({sums.skipped} this epoch; the gradients accumulated so far in this step are dropped too)"
+    )
+    run.optimizer.zero_grad(set_to_none=True)
 
 
 def optimizer_step(run: Run) -> None:
