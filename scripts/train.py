@@ -3,13 +3,16 @@
 python scripts/train.py --config configs/smoke/sum.yaml            # offline, under a minute
 python scripts/train.py --config configs/sum.yaml --set train.lr=0.3
 python scripts/train.py --config configs/sum.yaml --resume          # continue after a crash
+
+On SIGTERM or SIGUSR1 it checkpoints at the end of the current optimizer step and exits with status 75
+(continue with --resume); errors exit with status 2.
 """
 
 import argparse
 
 from softprompt.config import load_config
 from softprompt.errors import run_cli
-from softprompt.train import train
+from softprompt.train import EXIT_PREEMPTED, Preempted, train
 
 
 def main(argv=None):
@@ -29,7 +32,10 @@ def main(argv=None):
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
-    train(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, results_dir=args.results_dir)
+    try:
+        train(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, results_dir=args.results_dir)
+    except Preempted:  # the checkpoint is written and the line printed
+        return EXIT_PREEMPTED
 
 
 if __name__ == "__main__":

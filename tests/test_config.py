@@ -9,6 +9,7 @@ from softprompt.config import (
     ConfigError,
     Precision,
     PromptInit,
+    Tracker,
     config_from_dict,
     default_run_name,
     load_config,
@@ -69,6 +70,12 @@ def test_overrides_are_typed(tmp_path):
     assert cfg.train.max_grad_norm is None and cfg.train.betas == (0.8, 0.99)
 
 
+def test_tracker_defaults_to_none_and_takes_tensorboard(tmp_path):
+    p = write(tmp_path, "task: qna\ntrain:\n  tracker: tensorboard\n")
+    assert load_config(p).train.tracker is Tracker.TENSORBOARD
+    assert load_config(write(tmp_path, "task: qna\n", "d.yaml")).train.tracker is Tracker.NONE
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -76,6 +83,7 @@ def test_overrides_are_typed(tmp_path):
         ("train.lrr=0.1", "did you mean 'lr'"),
         ("optim.lr=0.1", "unknown key 'optim.lr'"),
         ("train.batch_size=two", "train.batch_size: must be an integer"),
+        ("train.tracker=tensorbord", "did you mean 'tensorboard'"),
     ],
 )
 def test_bad_overrides(tmp_path, override, message):

@@ -4,9 +4,9 @@ Every run trains tests/configs/smoke/qna.yaml shrunk to a few seconds (4 epochs 
 micro-batches, a checkpoint after each epoch). The reference is one
 uninterrupted run; a run killed anywhere and continued with --resume must end
 with the reference's prompt bit for bit and the reference's logged losses.
-The kill points inside evaluation and the checkpoint write are the test hooks
-of softprompt.checkpoint.crash_point (SOFTPROMPT_TEST_CRASH); a NaN loss comes
-from softprompt.data's SOFTPROMPT_TEST_NAN_BATCH.
+The kill points inside evaluation and the checkpoint write, and a NaN loss, are
+the test hooks of softprompt.testing (SOFTPROMPT_TEST_CRASH, SOFTPROMPT_TEST_NAN_BATCH),
+counted afresh by each training run.
 """
 
 import contextlib
@@ -24,7 +24,6 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_script
-from softprompt import data
 from softprompt.checkpoint import latest_checkpoint, save_checkpoint, verify
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
@@ -229,7 +228,6 @@ def test_corrupted_newest_checkpoint_is_named_and_resume_falls_back(reference, t
 def test_a_nan_loss_stops_the_run_naming_epoch_and_step_and_keeps_the_checkpoints(tmp_path, monkeypatch):
     # Batches are counted over training and evaluation: 6 + 1 per epoch, so batch 16 is epoch 3's second.
     monkeypatch.setenv("SOFTPROMPT_TEST_NAN_BATCH", "16")
-    monkeypatch.setattr(data, "_built", 0)
     with pytest.raises(SoftPromptError) as info:
         train_here(tmp_path)
     assert re.search(r"\b(step|micro-batch) 2\b.*\bepoch 3\b|\bepoch 3\b.*\bstep 2\b", str(info.value))
@@ -241,7 +239,6 @@ def test_a_nan_loss_stops_the_run_naming_epoch_and_step_and_keeps_the_checkpoint
 
 def test_a_nan_loss_with_on_nonfinite_skip_drops_that_batch_and_goes_on(reference, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SOFTPROMPT_TEST_NAN_BATCH", "2")
-    monkeypatch.setattr(data, "_built", 0)
     train_here(tmp_path, "train.on_nonfinite=skip")
     assert re.search(r"non-finite loss at epoch 1, step 2\b.*skipped", capsys.readouterr().err)
     records = losses(tmp_path / RUN)

@@ -32,50 +32,23 @@ import os
 import re
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import SoftPromptError
+from .errors import SoftPromptError, first_line
 from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel
+from .testing import Hooks
 
 STATE_FILE = "trainer_state.safetensors"
 STATE_META = "trainer_state.json"
 LATEST = "latest"
 HASHED = (PROMPT_FILE, PROMPT_META, STATE_FILE)
 """Files whose SHA-256 trainer_state.json records (the tensors, and the metadata that names the base model)."""
-CRASH_ENV = "SOFTPROMPT_TEST_CRASH"
-_crash_counts: dict[str, int] = {}
-
-
-def crash_point(name: str) -> None:
-    """Test hook: die here as `kill -9` would, when SOFTPROMPT_TEST_CRASH asks for it.
-
-    SOFTPROMPT_TEST_CRASH=<point>[@N] exits with status 137 the N-th time (default: the
-    first) this process reaches <point>; <point>-pause[@N] prints "test hook: paused at
-    <point>" to stderr and waits to be killed. Points: `eval` (evaluation started),
-    `checkpoint` (tensor files written, metadata not yet), `latest` (checkpoint renamed,
-    the `latest` marker not yet moved). Unset, it costs one dictionary lookup.
-    """
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
-        return
-    point, _, nth = spec.partition("@")
-    pause = point.endswith("-pause")
-    if point.removesuffix("-pause") != name:
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if _crash_counts[name] != int(nth or 1):
-        return
-    if pause:
-        print(f"test hook: paused at {name}", file=sys.stderr, flush=True)
-        time.sleep(600)
-    os._exit(137)
-
 
 _NAME = re.compile(r"epoch_(\d{3,})(?:_step_(\d{6,}))?")
 
@@ -140,12 +113,13 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     micro_batch: int = 0,
     scaler: torch.amp.GradScaler | None = None,
+    hooks: Hooks | None = None,
 ) -> Path:
     """Write epoch_<epoch>/ (or epoch_<epoch>_step_<micro_batch>/) atomically and point `latest` at it.
 
     Refuses (SoftPromptError) when the prompt or a loss in `extra` is NaN or
     infinite, so the last good checkpoint stays the newest one. Afterwards
-    deletes the mid-epoch checkpoints older than this one.
+    deletes the mid-epoch checkpoints older than this one. `hooks`: the run's test hooks.
     """
     final = checkpoint_dir(run_dir, epoch, micro_batch)
     problem = nonfinite_problem(model, {k: v for k, v in (extra or {}).items() if k.endswith("loss")})
@@ -156,41 +130,67 @@ def save_checkpoint(
             f"{final.name}: {problem}; the run stopped without saving it and {kept}. "
             "Lower train.lr, or resume from the last good checkpoint"
         )
-    tmp = run_dir / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-
-    model.save_prompt(tmp, **prompt_meta, epoch=epoch, **({"micro_batch": micro_batch} if micro_batch else {}))
-    tensors, optim_meta = _optimizer_tensors(optimizer)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATE_FILE))
-    crash_point("checkpoint")
-    meta = {
-        "epoch": epoch,
-        "micro_batch": micro_batch,
-        "global_step": global_step,
-        "optimizer": optim_meta,
-        "config": config,
-        "sha256": {name: sha256(tmp / name) for name in HASHED},
-        # fp16's loss scale and growth counter (plain numbers); without them a resumed run restarts at 65,536
-        # and skips its first steps for overflow.
+    where = {"epoch": epoch, "micro_batch": micro_batch, "global_step": global_step}
+    # fp16's loss scale and growth counter (plain numbers); without them a resumed run restarts at 65,536
+    # and skips its first steps for overflow.
+    more = {
         **({"grad_scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}),
         **(extra or {}),
     }
+    tmp = run_dir / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        model.save_prompt(tmp, **prompt_meta, epoch=epoch, **({"micro_batch": micro_batch} if micro_batch else {}))
+        _write_state(tmp, optimizer, where, config, more, hooks)
+    except (OSError, SafetensorError) as err:  # a full disk, most likely: the half-written folder goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = latest_checkpoint(run_dir, warn=lambda msg: None)
+        kept = f"the previous checkpoint, {last}, and `latest` are intact" if last else "no checkpoint was written"
+        raise SoftPromptError(
+            f"cannot write checkpoint {final} ({_reason(err)}); {kept}: free some space and continue with --resume"
+        ) from err
+    _publish(run_dir, tmp, final, hooks)
+    return final
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or first_line(err)
+
+
+def _write_state(tmp: Path, optimizer, where: dict, config: dict, more: dict, hooks: Hooks | None) -> None:
+    """The optimizer tensors and trainer_state.json (position, config, SHA-256s, `more`) into tmp, flushed."""
+    tensors, optim_meta = _optimizer_tensors(optimizer)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATE_FILE))
+    if hooks is not None:
+        hooks.crash_point("checkpoint")
+    sums = {name: sha256(tmp / name) for name in HASHED}
+    meta = {**where, "optimizer": optim_meta, "config": config, "sha256": sums, **more}
     (tmp / STATE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     for f in tmp.iterdir():
         _fsync(f)
     _fsync(tmp)
+
+
+def _publish(run_dir: Path, tmp: Path, final: Path, hooks: Hooks | None) -> None:
+    """Rename the finished tmp folder to its real name, move `latest`, drop superseded mid-epoch checkpoints."""
     if final.exists():  # a resumed run re-writing an epoch the crashed run had reached
         shutil.rmtree(final)
     os.rename(tmp, final)
     _fsync(run_dir)
-    crash_point("latest")
-    write_text_atomic(run_dir / LATEST, final.name + "\n")
+    if hooks is not None:
+        hooks.crash_point("latest")
+    try:
+        write_text_atomic(run_dir / LATEST, final.name + "\n")
+    except OSError as err:  # the checkpoint is whole under its name, which is what resume and evaluation look for
+        raise SoftPromptError(
+            f"cannot update {run_dir / LATEST} ({err.strerror}); the new checkpoint {final} is complete and "
+            "--resume will find it: free some space and continue with --resume"
+        ) from err
     here = position(final)
     for old in checkpoints(run_dir):
         if position(old)[1] and position(old) < here:  # a mid-epoch checkpoint this one supersedes
             shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -52,6 +52,11 @@ class Schedule(str, enum.Enum):
     LINEAR = "linear"  # linear warmup over warmup_steps, then linear decay to zero
 
 
+class Tracker(str, enum.Enum):
+    NONE = "none"
+    TENSORBOARD = "tensorboard"  # scalars to results/<run>/tensorboard/ (pip install 'softprompt[tensorboard]')
+
+
 class NonFinite(str, enum.Enum):
     STOP = "stop"  # stop the run, keeping the last good checkpoint
     SKIP = "skip"  # drop the batch (no optimizer step) and count it
@@ -194,6 +199,8 @@ class TrainConfig:
     run (PyTorch's default, 10 minutes, is too short for a 1 GB dataset)."""
     output_dir: str = "checkpoints"
     """Where run directories go (relative paths: to the working directory unless set in a config)."""
+    tracker: Tracker = Tracker.NONE
+    """none | tensorboard: also write training's scalars to results/<run>/tensorboard/ (needs the extra)."""
 
     def problems(self) -> list[str]:
         out = []

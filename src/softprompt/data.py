@@ -16,7 +16,6 @@ rows are left-padded sources.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from .config import Config
 from .errors import SoftPromptError, first_line, offline_message
 from .tasks import Task, get_task, record_problem
+from .testing import Hooks
 
 SPLITS = ("train", "validation", "test")
 
@@ -288,24 +288,16 @@ def generation_batch(sources: list[list[int]], pad_id: int) -> dict[str, torch.T
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-NAN_ENV = "SOFTPROMPT_TEST_NAN_BATCH"
-"""Test hook: the N-th batch this process builds (training and evaluation alike, counted
-from 1) gets no labelled token, so its loss is NaN (a mean over nothing). Unset: no effect."""
-_built = 0
-
-
-def iter_batches(ds, batches: list[list[int]], pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
-    global _built
-    nan_at = int(os.environ.get(NAN_ENV) or 0)
+def iter_batches(
+    ds, batches: list[list[int]], pad_id: int, hooks: Hooks | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Training batches of `ds` in the given order; `hooks`: a run's test hooks (counted, maybe NaN)."""
     for idx in batches:
         cols = ds[idx]  # one Arrow read per batch
         pairs = zip(cols["source_ids"], cols["target_ids"], strict=True)
         rows = [{"source_ids": s, "target_ids": t} for s, t in pairs]
         batch = training_batch(rows, pad_id)
-        _built += 1
-        if _built == nan_at:
-            batch["labels"].fill_(-100)
-        yield batch
+        yield hooks.batch_built(batch) if hooks is not None else batch
 
 
 def lengths_of(ds) -> list[int]:
