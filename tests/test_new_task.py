@@ -13,7 +13,6 @@ import json
 import pytest
 
 from conftest import ROOT
-from softprompt import config as config_module
 from softprompt import tasks
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError, run_cli
@@ -61,10 +60,6 @@ CAPS = tasks.Task(
 @pytest.fixture
 def caps_task(monkeypatch):
     monkeypatch.setitem(tasks.TASKS, "caps", CAPS)
-    # config.py keeps its own copy of the registry's names and init words, taken when it is imported, so a
-    # task registered at run time must be added there too. A task written into tasks.py needs neither line.
-    monkeypatch.setattr(config_module, "TASKS", tuple(tasks.TASKS))
-    monkeypatch.setitem(config_module.TASK_INIT_WORDS, "caps", CAPS.init_words)
     return CAPS
 
 

@@ -11,6 +11,7 @@ import torch
 from conftest import ROOT
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
+from softprompt.evaluate import evaluate
 from softprompt.tracking import add_scalars
 from softprompt.train import train
 
@@ -83,11 +84,26 @@ def test_resumed_run_has_each_point_once(tmp_path, monkeypatch):
     assert_matches_log(tmp_path)
 
 
-def test_evaluation_can_add_its_metrics_to_the_run(tmp_path):
+def test_evaluation_adds_its_metrics_to_the_run(tmp_path):
+    train_here(tmp_path)
+    cfg = load_config(ROOT / "tests" / "configs" / "smoke" / "qna.yaml", [*SETS, f"train.output_dir={tmp_path}"])
+    metrics = evaluate(cfg, limit=3, results_dir=tmp_path / "results", progress=False)
+    baseline = evaluate(cfg, baseline="none", limit=3, results_dir=tmp_path / "results", progress=False)
+    got = scalars(tmp_path)
+    split = metrics["split"]
+    # At the checkpoint's optimizer step: 3 epochs of 12 examples in batches of the config's size.
+    step = records(tmp_path)[-1]["global_step"]
+    assert got[f"eval/{split}/f1"] == [(step, f32(metrics["scores"]["f1"]))]
+    assert got[f"eval/{split}/exact_match"] == [(step, f32(metrics["scores"]["exact_match"]))]
+    assert got[f"eval/{split}-baseline-none/f1"] == [(0, f32(baseline["scores"]["f1"]))]
+    assert_matches_log(tmp_path)  # training's points untouched
+
+
+def test_add_scalars_writes_at_the_step_given(tmp_path):
     train_here(tmp_path)
     add_scalars(tmp_path / "results" / RUN, {"eval/test/f1": 0.25}, step=18)
     assert scalars(tmp_path)["eval/test/f1"] == [(18, 0.25)]
-    assert_matches_log(tmp_path)  # training's points untouched
+    assert_matches_log(tmp_path)
 
 
 def test_tracker_without_the_package_is_one_line_naming_the_extra(tmp_path, monkeypatch):

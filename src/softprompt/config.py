@@ -26,10 +26,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .tasks import TASKS as _TASK_DEFS
-
-TASKS = tuple(_TASK_DEFS)
-TASK_INIT_WORDS = {name: t.init_words for name, t in _TASK_DEFS.items()}
+from .tasks import TASKS
 
 
 class PromptInit(str, enum.Enum):
@@ -298,7 +295,7 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
         problems.append(f"task is required (one of {', '.join(TASKS)})")
     elif raw["task"] not in TASKS:
         problems.append(
-            f"task must be one of {', '.join(TASKS)}, got '{raw['task']}'{_suggest(str(raw['task']), TASKS)}"
+            f"task must be one of {', '.join(TASKS)}, got '{raw['task']}'{_suggest(str(raw['task']), list(TASKS))}"
         )
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
@@ -309,7 +306,7 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
         kwargs, section_problems = _convert_fields(cls, value, name)
         problems += section_problems
         if name == "model" and kwargs.get("init_text") is None and raw.get("task") in TASKS:
-            kwargs["init_text"] = TASK_INIT_WORDS[raw["task"]]
+            kwargs["init_text"] = TASKS[raw["task"]].init_words
         if name == "data" and kwargs.get("files"):
             kwargs["files"] = {k: str(_relative_to(source, v)) for k, v in kwargs["files"].items()}
         if name == "train" and "output_dir" in kwargs:

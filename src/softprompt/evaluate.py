@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import random
 import time
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ from typing import Any
 import torch
 
 from .checkpoint import STATE_META, latest_checkpoint, resolve_prompt_dir, sha256, verify
-from .config import Config
+from .config import Config, Tracker
 from .data import load_task_data
 from .devices import pick_device
 from .errors import SoftPromptError
@@ -77,6 +78,7 @@ from .results import (
     write_results,
 )
 from .tasks import get_task
+from .tracking import add_scalars
 
 __all__ = [
     "BASELINES",
@@ -323,7 +325,19 @@ def evaluate(
     if how.members:
         metrics["ensemble"] = how.members_record()
     write_results(out_dir, metrics, ex, tokenizer, predictions)
+    _track(cfg, Path(results_dir), out_dir.name, metrics, how)
     return metrics
+
+
+def _track(cfg: Config, results_dir: Path, variant: str, metrics: dict[str, Any], how: _Prompting) -> None:
+    """With train.tracker: tensorboard, the scores join the training run's scalars as eval/<split>/<metric>,
+    at the checkpoint's optimizer step (0 for a baseline), so TensorBoard shows them beside the loss curves."""
+    if cfg.train.tracker is Tracker.NONE:
+        return
+    state = how.ckpt / STATE_META if how.ckpt is not None else None  # a PEFT adapter folder has none
+    step = json.loads(state.read_text(encoding="utf-8")).get("global_step", 0) if state and state.is_file() else 0
+    numbers = {k: v for k, v in metrics["scores"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    add_scalars(results_dir / cfg.run_name, {f"eval/{variant}/{k}": float(v) for k, v in numbers.items()}, step)
 
 
 def _header(ex: Examples, how: _Prompting, settings: dict[str, Any], limit: int | None) -> dict[str, Any]:
