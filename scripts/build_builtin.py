@@ -1,8 +1,8 @@
-"""Rebuild builtin:tiny-tasks, the small GPT-2 pretrained on the synthetic tasks (about 25 minutes on one core).
+"""Rebuild builtin:tiny-tasks, the small GPT-2 pretrained on the synthetic tasks (about 31 minutes on 2 cores).
 
     nohup python scripts/build_builtin.py --out models/tiny-tasks > build.log 2>&1 &
 
-The weights are reproduced byte for byte on the same kind of CPU with the recipe's thread count (1);
+The weights are reproduced byte for byte on the same kind of CPU with the recipe's thread count (2);
 models/tiny-tasks/manifest.json records the recipe, seeds, SHA-256, accuracy per behaviour and this command.
 """
 

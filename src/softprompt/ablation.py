@@ -46,7 +46,7 @@ def grid() -> list[Variant]:
 
 def run_grid(config: str | Path, out_dir: str | Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train and score every variant into out_dir; returns one row per variant (also written as table.md/png)."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # a relative train.output_dir would be read relative to the config file
     base = load_config(config)
     key, label = get_task(base.task).headline
     rows = []

@@ -286,6 +286,10 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     return config_from_dict(raw, source=path)
 
 
+def _known_task(value: Any) -> bool:
+    return isinstance(value, str) and value in TASKS  # a YAML list or mapping is no task name (and unhashable)
+
+
 def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") -> Config:
     """Build and validate a Config from plain data, reporting every problem at once."""
     source = Path(source)
@@ -293,7 +297,7 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
     problems += _unknown_keys(raw, _TOP_KEYS, "")
     if "task" not in raw:
         problems.append(f"task is required (one of {', '.join(TASKS)})")
-    elif raw["task"] not in TASKS:
+    elif not _known_task(raw["task"]):
         problems.append(
             f"task must be one of {', '.join(TASKS)}, got '{raw['task']}'{_suggest(str(raw['task']), list(TASKS))}"
         )
@@ -305,7 +309,7 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
             continue
         kwargs, section_problems = _convert_fields(cls, value, name)
         problems += section_problems
-        if name == "model" and kwargs.get("init_text") is None and raw.get("task") in TASKS:
+        if name == "model" and kwargs.get("init_text") is None and _known_task(raw.get("task")):
             kwargs["init_text"] = TASKS[raw["task"]].init_words
         if name == "data" and kwargs.get("files"):
             kwargs["files"] = {k: str(_relative_to(source, v)) for k, v in kwargs["files"].items()}

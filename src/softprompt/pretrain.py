@@ -1,6 +1,6 @@
 """Pretrain `builtin:tiny-tasks`: a small GPT-2 that can do the synthetic tasks when told which behaviour.
 
-    python scripts/build_builtin.py --out models/tiny-tasks        # ~25 minutes on one CPU core
+    python scripts/build_builtin.py --out models/tiny-tasks        # ~31 minutes on 2 CPU cores
 
 Each training sequence is [instruction + "\\n"] [source] [target] [EOS], the source
 and target built by `data.encode_example` exactly as prompt tuning builds them, so
