@@ -46,3 +46,13 @@ def test_the_recipe_reproduces_the_manifest_losses():
     finally:
         torch.set_num_threads(threads)
     assert losses == pytest.approx(manifest["first_losses"], rel=1e-6, abs=0)
+
+
+def test_two_builds_of_the_first_steps_give_the_same_weights():
+    threads = torch.get_num_threads()
+    try:
+        models = [pretrain(Recipe(), steps=20, log=lambda m: None)[0] for _ in range(2)]
+    finally:
+        torch.set_num_threads(threads)
+    a, b = (m.state_dict() for m in models)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -145,3 +145,23 @@ def test_bad_override_is_one_line_and_exit_2(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "did you mean 'lr'" in proc.stderr
     debug = run_script("train.py", "--config", "tests/configs/smoke/sum.yaml", "--set", "train.lrr=0.1", "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_two_threads_train_the_same_prompt_twice(tmp_path):
+    """Bit-identical reruns (and so resumes) on 2 CPU threads: without deterministic algorithms, a
+    multi-threaded CPU kernel sums in a varying order, and lr 0.1 amplifies the last-bit differences."""
+    from softprompt.config import load_config
+    from softprompt.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    prompts = []
+    try:
+        for run in ("a", "b"):
+            sets = ["train.epochs=1", "train.save_every=1", "data.max_train_examples=256", "data.max_eval_examples=8"]
+            cfg = load_config("configs/smoke/sum.yaml", [*sets, f"train.output_dir={tmp_path / run}"])
+            train(cfg, quiet=True, echo=lambda line: None, results_dir=None)
+            prompts.append(load_file(tmp_path / run / cfg.run_name / "epoch_001" / "prompt.safetensors")["prompt"])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(prompts[0], prompts[1]), (prompts[0] - prompts[1]).abs().max()

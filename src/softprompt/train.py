@@ -407,6 +407,10 @@ def setup(cfg: Config, d, device_name: str, resume: bool, overwrite: bool, log: 
     with distributed.main_first(d):
         run_dir = prepare_run_dir(cfg, resume, overwrite) if d.main else cfg.run_dir
         device = pick_device(device_name)
+        if device.type == "cpu":
+            # Multi-threaded CPU kernels otherwise sum in a varying order: two runs on 2 threads drifted apart by
+            # 9e-6 in 16 steps, and resume could not be bit-identical. (CUDA would also need CUBLAS_WORKSPACE_CONFIG.)
+            torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.train.seed)
         model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
         data = load_task_data(cfg, tokenizer, context_window(model.base))
