@@ -159,7 +159,9 @@ def test_two_threads_train_the_same_prompt_twice(tmp_path):
     try:
         for run in ("a", "b"):
             sets = ["train.epochs=1", "train.save_every=1", "data.max_train_examples=256", "data.max_eval_examples=8"]
-            cfg = load_config("configs/smoke/sum.yaml", [*sets, f"train.output_dir={tmp_path / run}"])
+            cfg = load_config(
+                conftest.ROOT / "configs" / "smoke" / "sum.yaml", [*sets, f"train.output_dir={tmp_path / run}"]
+            )
             train(cfg, quiet=True, echo=lambda line: None, results_dir=None)
             prompts.append(load_file(tmp_path / run / cfg.run_name / "epoch_001" / "prompt.safetensors")["prompt"])
     finally:
