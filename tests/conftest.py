@@ -73,3 +73,25 @@ def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = Non
         text=True,
         timeout=timeout,
     )
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a torchrun or init_process_group rendezvous (never a fixed one)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def evaluate_script():
+    """scripts/evaluate.py's main, run in process: evaluate_script("--config", ...) returns its exit status."""
+    import importlib.util
+
+    from softprompt.errors import run_cli
+
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return lambda *argv: run_cli(module.main, list(argv))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_script
+from conftest import ROOT, free_port, run_script
 from softprompt.distributed import Dist, shard
 
 
@@ -39,7 +39,7 @@ def test_two_process_ddp_killed_mid_epoch_and_resumed_matches_single_process_acc
                 "--nproc_per_node",
                 "2",
                 "--master_port",
-                "29533",
+                str(free_port()),
                 str(ROOT / "scripts" / "train.py"),
                 *common,
                 "--set",
@@ -91,14 +91,6 @@ def test_two_process_ddp_killed_mid_epoch_and_resumed_matches_single_process_acc
         assert float(a[2].split()[1]) == pytest.approx(float(b[2].split()[1]), abs=1e-5)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_resume_on_two_nodes_without_a_shared_disk_reads_the_checkpoint_on_rank_0_only(tmp_path):
     """Rank 1 runs in a folder with no run folder (as on a second node): rank 0 sends it the checkpoint."""
@@ -135,7 +127,7 @@ def test_resume_on_two_nodes_without_a_shared_disk_reads_the_checkpoint_on_rank_
     assert run(node0, "--set", "train.epochs=1", "--set", "train.grad_accum_steps=2").returncode == 0
     assert run(single, "--set", "train.grad_accum_steps=2").returncode == 0
 
-    port = str(_free_port())
+    port = str(free_port())
     procs = [
         subprocess.Popen(
             [

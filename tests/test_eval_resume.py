@@ -4,7 +4,6 @@ The session's smoke qna training (conftest.py) makes the checkpoint; its validat
 """
 
 import errno
-import importlib.util
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from conftest import ROOT
 from softprompt import results as results_module
 from softprompt.config import load_config
-from softprompt.errors import SoftPromptError, run_cli
+from softprompt.errors import SoftPromptError
 from softprompt.evaluate import evaluate, summary_line
 from softprompt.generation import DecodeOptions
 from softprompt.results import METRICS_FILE, PARTIAL_FILE, PREDICTIONS_FILE, PartialPredictions
@@ -135,11 +134,8 @@ class _FullDisk:
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return lambda *argv: run_cli(module.main, list(argv))
+def script(evaluate_script):
+    return evaluate_script
 
 
 @pytest.mark.parametrize("failing", [METRICS_FILE + ".tmp", PREDICTIONS_FILE + ".tmp"])

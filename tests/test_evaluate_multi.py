@@ -4,17 +4,15 @@ Short smoke trainings (1 epoch on 8 examples) make the checkpoints: one per task
 with another seed for the ensemble. The scripts run in this process (their `main`), to save a Python start-up.
 """
 
-import importlib.util
 import json
 import re
 
 import pytest
 import torch
 
-from conftest import ROOT
 from softprompt.checkpoint import resolve_prompt_dir
 from softprompt.config import load_config
-from softprompt.errors import SoftPromptError, run_cli
+from softprompt.errors import SoftPromptError
 from softprompt.evaluate import evaluate, evaluate_all, summary_line
 from softprompt.generation import DecodeOptions, mixed_batches
 from softprompt.model import read_prompt
@@ -39,11 +37,8 @@ def overrides(smoke_overrides):
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return lambda *argv: run_cli(module.main, list(argv))
+def script(evaluate_script):
+    return evaluate_script
 
 
 def _cfg(overrides, task, *more):

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import softprompt.checkpoint
 import test_reliability
-from conftest import ROOT
+from conftest import ROOT, free_port
 from softprompt.checkpoint import latest_checkpoint, verify
 from softprompt.errors import SoftPromptError
 from softprompt.train import EXIT_PREEMPTED, Preempted
@@ -143,7 +143,7 @@ def local_rank_pids(parent: int) -> dict[int, int]:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc")
 def test_under_torchrun_a_signal_to_one_rank_stops_both_at_the_same_step(tmp_path):
     """SIGUSR1 to rank 1 only: both ranks agree on the step (rank 0 writes the checkpoint) and exit 75."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     proc = subprocess.Popen(
         [*cmd, str(ROOT / "scripts" / "train.py"), *ARGS, "--set", f"train.output_dir={tmp_path}"],
         cwd=ROOT,
