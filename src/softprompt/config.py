@@ -44,6 +44,13 @@ class Precision(str, enum.Enum):
     FP16 = "fp16"
 
 
+class Strategy(str, enum.Enum):
+    """How torchrun ranks hold the frozen base (ignored in a single process)."""
+
+    DDP = "ddp"  # every rank holds the whole base; the prompt's gradient is averaged
+    FSDP = "fsdp"  # the base is sharded over ranks (FSDP2 fully_shard per block, then the root)
+
+
 class Schedule(str, enum.Enum):
     CONSTANT = "constant"
     LINEAR = "linear"  # linear warmup over warmup_steps, then linear decay to zero
@@ -76,6 +83,9 @@ class ModelConfig:
     less activation memory; outputs differ from the unfused modules by float rounding only (false: as loaded)."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) of the model, for exact reproduction."""
+    dtype: Precision = Precision.FP32
+    """fp32 | bf16 | fp16: the dtype the frozen base is stored in (the prompt and optimizer state stay fp32).
+    bf16 halves the base's memory; fp16 needs a GPU."""
     trust_remote_code: bool = False
     """Run Python code shipped with a Hub model. Only for models whose code you have read."""
 
@@ -191,6 +201,9 @@ class TrainConfig:
     """Recompute activations in the backward pass: less memory, about a third more time."""
     on_nonfinite: NonFinite = NonFinite.STOP
     """What a NaN/inf loss does: stop the run, or skip the batch."""
+    strategy: Strategy = Strategy.DDP
+    """Under torchrun: ddp (each rank holds the whole base) or fsdp (the base sharded over ranks, for models
+    that do not fit on one device). fsdp needs torchrun with at least 2 processes."""
     dist_timeout_minutes: float = 60.0
     """Under torchrun: how long a rank waits in a collective, e.g. while rank 0 downloads and tokenises on a first
     run (PyTorch's default, 10 minutes, is too short for a 1 GB dataset)."""
@@ -232,6 +245,12 @@ class TrainConfig:
         if self.precision is Precision.FP16 and self.device == "cpu":
             out.append("train.precision fp16 needs a GPU; on CPU use bf16 or fp32")
         return out
+
+    def cross_problems(self, model: ModelConfig) -> list[str]:
+        """Problems of model and train settings together."""
+        if model.dtype is Precision.FP16 and self.device == "cpu":
+            return ["model.dtype fp16 needs a GPU (CPU kernels for fp16 are slow or missing); on CPU use bf16 or fp32"]
+        return []
 
 
 @dataclass(frozen=True)
@@ -319,6 +338,8 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
         section = cls(**kwargs)
         problems += section.problems()
         sections[name] = section
+    if "model" in sections and "train" in sections:
+        problems += sections["train"].cross_problems(sections["model"])
     run_name = raw.get("run_name")
     if run_name is not None and (
         not isinstance(run_name, str) or not run_name or "/" in run_name or run_name in (".", "..")
