@@ -16,7 +16,13 @@ Rows, named method/precision:
     full/fp32  full fine-tuning, AdamW on all weights
     lora/fp32  PEFT LoRA, r=8 on c_attn
     ours-gelunew/fp32  ours with model.fused_gelu: false, to show what the fused GELU adds
+    ours-ckpt/fp32     ours with train.gradient_checkpointing: true
+    ours-bf16base/bf16 ours with the frozen base stored in bf16 (model.dtype: bf16), under bf16 autocast
 bf16 rows run under torch.autocast(bfloat16), as train.precision=bf16 does.
+
+`--rows` times only the rows named (at the shapes the plan has them) and measures their memory, skipping
+generation and storage, and files the figures into the existing bench.json under "subset" with their own
+ours/fp32 yardstick, so a few rows can be re-measured without re-running (and re-timing) the rest.
 
 Shapes: a training batch is input_ids / attention_mask / labels [B, S + T]
 (right-padded; labels on the T target tokens only) with S ~ 400 source and
@@ -57,10 +63,12 @@ from softprompt.hub import fuse_gelu
 from softprompt.model import SoftPromptModel, enable_checkpointing, init_prompt
 
 ROWS = ("ours/fp32", "peft/fp32", "forward/fp32", "full/fp32", "lora/fp32", "ours/bf16", "peft/bf16", "forward/bf16")
-ABLATIONS = ("ours-gelunew/fp32", "ours-ckpt/fp32")
-"""Rows that switch one library default (fused GELU) or option (gradient checkpointing) to show what it does
-(see build_variant); kept out of the targets."""
-TRAINED = ("ours", "peft", "full", "lora", "ours-gelunew", "ours-ckpt")
+ABLATIONS = ("ours-gelunew/fp32", "ours-ckpt/fp32", "ours-bf16base/bf16")
+"""Rows that switch one library default (fused GELU) or option (gradient checkpointing, the base's storage
+dtype) to show what it does (see build_variant); only the storage row has targets of its own."""
+TRAINED = ("ours", "peft", "full", "lora", "ours-gelunew", "ours-ckpt", "ours-bf16base")
+STORED = {"ours-bf16base": torch.bfloat16}
+"""Methods whose frozen base is stored in another dtype than fp32 (model.dtype)."""
 SANITY_TOLERANCE = 1e-4
 MEMORY_MARK = "BENCH_MEMORY "
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +123,8 @@ class Plan:
     lr: float = 1e-3
     seed: int = 0
     lora_r: int = 8
+    only: tuple[str, ...] | None = None
+    """--rows: the rows this run re-measures (None: all of the mode's)."""
 
     @property
     def throughput(self) -> Shape:
@@ -122,8 +132,11 @@ class Plan:
         return max(self.shapes, key=lambda s: s.batch)
 
 
-def make_plan(mode: str = "full", steps: int | None = None, repeats: int | None = None) -> Plan:
-    """The plan for mode full | quick | tiny, with optional overrides of steps and repeats."""
+def make_plan(
+    mode: str = "full", steps: int | None = None, repeats: int | None = None, only: tuple[str, ...] | None = None
+) -> Plan:
+    """The plan for mode full | quick | tiny, with optional overrides of steps and repeats; `only`: just these
+    rows, wherever the mode times them (see the module docstring)."""
     reference, throughput = Shape("reference", 2, 400, 64), Shape("throughput", 8, 400, 64)
     every = {reference.name: ROWS + ABLATIONS, throughput.name: ROWS + ABLATIONS}
     if mode == "full":
@@ -150,7 +163,7 @@ def make_plan(mode: str = "full", steps: int | None = None, repeats: int | None 
         # shape, which runs first and is the only warm-up; one repeat; memory at the reference shape;
         # generation on 8 of the 32 examples.
         rows = {
-            reference.name: ("ours/fp32", "lora/fp32", "ours/bf16", "peft/bf16", "forward/bf16"),
+            reference.name: ("ours/fp32", "lora/fp32", "ours/bf16", "peft/bf16", "forward/bf16", "ours-bf16base/bf16"),
             throughput.name: ("ours/fp32", "peft/fp32", "forward/fp32", "full/fp32", *ABLATIONS),
         }
         plan = Plan(
@@ -188,7 +201,7 @@ def make_plan(mode: str = "full", steps: int | None = None, repeats: int | None 
             gen_source=40,
             gen_repeats=1,
             naive_examples=1,
-            memory_rows=("ours/fp32", "peft/fp32"),
+            memory_rows=("ours/fp32", "peft/fp32", "ours-bf16base/bf16"),
             memory_parallel=True,
             threads=1,
         )
@@ -200,7 +213,26 @@ def make_plan(mode: str = "full", steps: int | None = None, repeats: int | None 
         plan = replace(plan, repeats=repeats, gen_repeats=repeats)
     if plan.steps < 1 or plan.repeats < 1:
         raise SoftPromptError(f"--steps and --repeats must be at least 1 (got {plan.steps} and {plan.repeats})")
+    if only is not None:
+        plan = _only(plan, tuple(only))
     return plan
+
+
+def _only(plan: Plan, only: tuple[str, ...]) -> Plan:
+    timed = {r for rows in plan.rows.values() for r in rows}
+    if unknown := [r for r in only if r not in timed]:
+        raise SoftPromptError(
+            f"--rows: {', '.join(unknown)} not timed in {plan.mode} mode (rows: {', '.join(sorted(timed))})"
+        )
+    rows = {name: tuple(r for r in rs if r in only) for name, rs in plan.rows.items()}
+    memory = plan.memory_rows or [r for r in plan.rows[plan.memory_shape] if r.split("/")[0] in TRAINED]
+    return replace(
+        plan,
+        shapes=tuple(s for s in plan.shapes if rows[s.name]),
+        rows={k: v for k, v in rows.items() if v},
+        memory_rows=tuple(r for r in memory if r in only),
+        only=only,
+    )
 
 
 # ------------------------------------------------------------------ machine and data
@@ -236,12 +268,15 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     }
 
 
-def make_base(plan: Plan) -> nn.Module:
-    """GPT-2 (small unless the plan says otherwise) with seeded random weights, eval mode (dropout off)."""
+def make_base(plan: Plan, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """GPT-2 (small unless the plan says otherwise) with seeded random weights, eval mode (dropout off).
+
+    Built in `dtype` directly, as from_pretrained(dtype=...) loads it: a bf16 base never has fp32 weights.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(plan.seed)
-    return GPT2LMHeadModel(GPT2Config(**plan.model)).eval()
+    return GPT2LMHeadModel._from_config(GPT2Config(**plan.model), dtype=dtype).eval()
 
 
 def make_prompt(base: nn.Module, plan: Plan) -> torch.Tensor:
@@ -342,11 +377,13 @@ def build_variant(
         def run(b):
             return model(**b).loss
 
-    elif method in ("ours", "forward", "ours-ckpt"):
-        if fused_base is None or method == "ours-ckpt":  # checkpointing wraps the blocks: never a shared base
+    elif method in ("ours", "forward", "ours-ckpt", "ours-bf16base"):
+        if fused_base is None or method in ("ours-ckpt", "ours-bf16base"):  # they change the base: never a shared one
             fused_base = fuse_gelu(base if own_base else copy.deepcopy(base))
         if method == "ours-ckpt":
             enable_checkpointing(fused_base)  # as train.gradient_checkpointing: true
+        if method in STORED:  # as model.dtype: bf16 (from the same fp32 weights, rounded)
+            fused_base.to(STORED[method])
         model = SoftPromptModel(fused_base, prompt)
         model.train(method != "forward")  # the frozen base keeps dropout off either way
 
@@ -558,7 +595,7 @@ def memory_child(spec_json: str) -> None:
     device = torch.device(spec["device"])
     if plan.threads:
         torch.set_num_threads(plan.threads)
-    base = make_base(plan).to(device)
+    base = make_base(plan, STORED.get(spec["row"].split("/")[0], torch.float32)).to(device)
     prompt = make_prompt(base, plan)
     cfg = base.config
     batches = [{k: t.to(device) for k, t in b.items()} for b in make_batches(plan, shape, cfg.eos_token_id)]
@@ -781,8 +818,34 @@ def targets(results: dict) -> list[dict]:
         ),
         ("prompt checkpoint < 16 KiB (bytes, safetensors + JSON)", store["ours"]["total_bytes"], "<", 16 * 1024),
     ]
+    checks += storage_checks(results.get("subset") or results)
     ok = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
     return [{"target": t, "measured": m, "goal": f"{c} {g}", "pass": ok[c](m, g)} for t, m, c, g in checks]
+
+
+def storage_checks(results: dict) -> list[tuple]:
+    """model.dtype's targets (issue #11), bf16-stored base against the fp32 base in the same run: memory at
+    the memory shape, step time at the largest shape that timed both (judged on a CPU with bf16 units)."""
+    row, fp32 = "ours-bf16base/bf16", "ours/fp32"
+    mem = results["memory"]["rows"]
+    shapes = [s for s in results["training"].values() if row in s["rows"] and fp32 in s["rows"]]
+    if row not in mem or fp32 not in mem or not shapes:
+        return []
+    step = max(shapes, key=lambda s: s["shape"]["batch"])
+    return [
+        (
+            "bf16-stored base: peak training memory ≤ 0.6× the fp32 base's",
+            mem[row]["peak_bytes"] / mem[fp32]["peak_bytes"],
+            "<=",
+            0.6,
+        ),
+        (
+            f"bf16-stored base: step ≤ 0.7× the fp32 base's (batch {step['shape']['batch']})",
+            step["rows"][row]["step_s"] / step["rows"][fp32]["step_s"],
+            "<=",
+            0.7,
+        ),
+    ]
 
 
 def run_bench(plan: Plan, out_dir: str | Path, device: str = "auto", command: str = "", log=print) -> dict:
@@ -812,15 +875,24 @@ def _run_bench(plan: Plan, out_dir: str | Path, device: str, command: str, log) 
         "machine": machine_info(dev),
     }
     say(f"benchmark ({plan.mode}) on {results['machine']['cpu']}, {results['machine']['torch_threads']} threads, {dev}")
+    out_dir = Path(out_dir)
+    earlier = None
+    if plan.only:  # read it first: a missing or unreadable file fails before minutes of measuring
+        try:
+            earlier = json.loads((out_dir / "bench.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise SoftPromptError(
+                f"--rows files its figures into {out_dir / 'bench.json'}, which cannot be read ({err})"
+            ) from err
     base = make_base(plan).to(dev)
     prompt = make_prompt(base, plan)
     results["training"] = {s.name: bench_training(plan, s, base, prompt, dev, say) for s in plan.shapes}
-    results["generation"] = bench_generation(plan, base, prompt, dev, say)
-    results["storage"] = bench_storage(plan, base, prompt)
+    if not plan.only:
+        results["generation"] = bench_generation(plan, base, prompt, dev, say)
+        results["storage"] = bench_storage(plan, base, prompt)
     del base
     gc.collect()
     results["memory"] = bench_memory(plan, dev, say)
-    results["targets"] = targets(results)
     results["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     results["machine"]["load_average_during"] = (
         {"min": min(loads), "median": statistics.median(loads), "max": max(loads), "samples": len(loads)}
@@ -828,7 +900,10 @@ def _run_bench(plan: Plan, out_dir: str | Path, device: str, command: str, log) 
         else None
     )
     results["wall_s"] = time.time() - started
-    out_dir = Path(out_dir)
+    if earlier is not None:
+        earlier["subset"] = results  # the full run's figures stay as they were measured
+        results = earlier
+    results["targets"] = targets(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     from .markdown import render_markdown  # imported here: markdown imports this module's row names

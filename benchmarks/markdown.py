@@ -16,6 +16,10 @@ ABLATION_TEXT = {
         "`train.gradient_checkpointing: true`: each block's activations are recomputed in the backward pass "
         "instead of kept, trading step time for memory"
     ),
+    "ours-bf16base/bf16": (
+        "`model.dtype: bf16` and `train.precision: bf16`: the frozen base stored in bf16 (the same weights, "
+        "rounded), while the prompt, its gradient and the AdamW state stay fp32"
+    ),
 }
 """What each ablation row of harness.ABLATIONS changes, for the sentence under its table."""
 
@@ -67,63 +71,14 @@ def render_markdown(r: dict) -> str:
     for t in r["targets"]:
         measured = f"{t['measured']:,.0f} bytes" if "bytes" in t["target"] else f"{t['measured']:.2f}×"
         lines.append(f"| {t['target']} | {measured} | {t['goal']} | {'pass' if t['pass'] else 'MISS'} |")
-    for name, s in r["training"].items():
-        sh = s["shape"]
-        rows = s["rows"]
-        ours = rows.get("ours/fp32")
+    if r.get("subset"):
         lines += [
             "",
-            f"## Training step, {name} shape (batch {sh['batch']}, source ≈{sh['source']}, target ≤{sh['target']}; "
-            f"padded lengths {', '.join(map(str, s['padded_length']))})",
-            "",
-            "| row | trainable params | step (s) | tokens/s | forward (s) | backward (s) | optimizer (s) "
-            "| step vs ours/fp32 |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "The bf16-stored base's targets come from the re-measured rows at the end, beside their own ours/fp32.",
         ]
-        for row, x in rows.items():
-            rel = f"{x['step_s'] / ours['step_s']:.2f}×" if ours else ""
-            lines.append(
-                f"| {row} | {x['trainable_params']:,} | {x['step_s']:.3f} | {_num(x['tokens_per_s'])} | "
-                f"{x['forward_s']:.3f} | {x['backward_s']:.3f} | {x['optimizer_s']:.3f} | {rel} |"
-            )
-        for row in ABLATIONS:
-            if row in rows and ours:
-                lines += [
-                    "",
-                    f"{row} is ours with {ABLATION_TEXT[row]}; its losses differ from ours by at most "
-                    f"{rows[row]['max_abs_loss_diff_vs_ours']:.1e}.",
-                ]
-        if s.get("peft_sanity"):
-            c = s["peft_sanity"]
-            lines += [
-                "",
-                f"Sanity: on the first batch ours' loss is {c['ours_loss']:.6f} and PEFT's {c['peft_loss']:.6f} "
-                f"(|diff| {c['abs_diff']:.1e}, tolerance {c['tolerance']:.0e}: {'ok' if c['ok'] else 'FAILED'}); "
-                f"largest |diff| over all {len(rows['ours/fp32']['losses'])} steps {c['max_abs_diff_all_steps']:.1e}.",
-            ]
-        for method, d in s["precision_drift"].items():
-            lines += [
-                "",
-                f"fp32 vs bf16 ({method}, {d['steps']} steps from the same start on the same batches): "
-                f"|loss diff| {d['abs_diff_first_step']:.2e} at step 1, "
-                f"{d['abs_diff_last_step']:.2e} at step {d['steps']} "
-                f"(max {d['max_abs_diff']:.2e}); trained prompts differ by at most {d['prompt_max_abs_diff']:.2e}; "
-                f"scored in fp32 on batch 0 they give {d['fp32_loss_of_fp32_trained_prompt']:.6f} (fp32-trained) and "
-                f"{d['fp32_loss_of_bf16_trained_prompt']:.6f} (bf16-trained).",
-            ]
-    mem = r["memory"]
-    lines += [
-        "",
-        f"## Peak memory ({mem['measure']}, fresh subprocess per row, {mem['shape']} shape, {mem['steps']} step(s))",
-        "",
-        "| row | peak | after building the model | training adds |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for row, x in mem["rows"].items():
-        lines.append(
-            f"| {row} | {_mib(x['peak_bytes'])} | {_mib(x['after_build_bytes'])} "
-            f"| {_mib(x['peak_bytes'] - x['after_build_bytes'])} |"
-        )
+    for name, s in r["training"].items():
+        lines += _training(name, s)
+    lines += _memory(r["memory"])
     g = r["generation"]
     lines += [
         "",
@@ -158,5 +113,81 @@ def render_markdown(r: dict) -> str:
     }
     for k, x in st.items():
         lines.append(f"| {names[k]} | {x['trainable_params']:,} | {x['weights_bytes']:,} B | {x['total_bytes']:,} B |")
+    if sub := r.get("subset"):
+        lines += [
+            "",
+            f"## Re-measured rows: {', '.join(sub['plan']['only'])}",
+            "",
+            f"Produced by `{sub['command']}` in {sub['wall_s'] / 60:.1f} min, after the run above, so these rows "
+            f"compare with the ours/fp32 measured beside them, not with the tables above.{_load(sub['machine'])}",
+        ]
+        for name, s in sub["training"].items():
+            lines += [line.replace("## ", "### ", 1) for line in _training(name, s)]
+        lines += [line.replace("## ", "### ", 1) for line in _memory(sub["memory"])]
     lines.append("")
     return "\n".join(lines)
+
+
+def _training(name: str, s: dict) -> list[str]:
+    """One shape's step table and the notes under it."""
+    lines = []
+    sh = s["shape"]
+    rows = s["rows"]
+    ours = rows.get("ours/fp32")
+    lines += [
+        "",
+        f"## Training step, {name} shape (batch {sh['batch']}, source ≈{sh['source']}, target ≤{sh['target']}; "
+        f"padded lengths {', '.join(map(str, s['padded_length']))})",
+        "",
+        "| row | trainable params | step (s) | tokens/s | forward (s) | backward (s) | optimizer (s) "
+        "| step vs ours/fp32 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row, x in rows.items():
+        rel = f"{x['step_s'] / ours['step_s']:.2f}×" if ours else ""
+        lines.append(
+            f"| {row} | {x['trainable_params']:,} | {x['step_s']:.3f} | {_num(x['tokens_per_s'])} | "
+            f"{x['forward_s']:.3f} | {x['backward_s']:.3f} | {x['optimizer_s']:.3f} | {rel} |"
+        )
+    for row in ABLATIONS:
+        if row in rows and ours:
+            lines += [
+                "",
+                f"{row} is ours with {ABLATION_TEXT[row]}; its losses differ from ours by at most "
+                f"{rows[row]['max_abs_loss_diff_vs_ours']:.1e}.",
+            ]
+    if s.get("peft_sanity"):
+        c = s["peft_sanity"]
+        lines += [
+            "",
+            f"Sanity: on the first batch ours' loss is {c['ours_loss']:.6f} and PEFT's {c['peft_loss']:.6f} "
+            f"(|diff| {c['abs_diff']:.1e}, tolerance {c['tolerance']:.0e}: {'ok' if c['ok'] else 'FAILED'}); "
+            f"largest |diff| over all {len(rows['ours/fp32']['losses'])} steps {c['max_abs_diff_all_steps']:.1e}.",
+        ]
+    for method, d in s["precision_drift"].items():
+        lines += [
+            "",
+            f"fp32 vs bf16 ({method}, {d['steps']} steps from the same start on the same batches): "
+            f"|loss diff| {d['abs_diff_first_step']:.2e} at step 1, "
+            f"{d['abs_diff_last_step']:.2e} at step {d['steps']} "
+            f"(max {d['max_abs_diff']:.2e}); trained prompts differ by at most {d['prompt_max_abs_diff']:.2e}; "
+            f"scored in fp32 on batch 0 they give {d['fp32_loss_of_fp32_trained_prompt']:.6f} (fp32-trained) and "
+            f"{d['fp32_loss_of_bf16_trained_prompt']:.6f} (bf16-trained).",
+        ]
+    return lines
+
+
+def _memory(mem: dict) -> list[str]:
+    lines = [
+        "",
+        f"## Peak memory ({mem['measure']}, fresh subprocess per row, {mem['shape']} shape, {mem['steps']} step(s))",
+        "",
+        "| row | peak | after building the model | training adds |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row, x in mem["rows"].items():
+        lines.append(
+            f"| {row} | {_mib(x['peak_bytes'])} | {_mib(x['after_build_bytes'])} "
+            f"| {_mib(x['peak_bytes'] - x['after_build_bytes'])} |"
+        )
+    return lines

@@ -84,14 +84,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def evaluate_script():
-    """scripts/evaluate.py's main, run in process: evaluate_script("--config", ...) returns its exit status."""
+def script_cli(script: str):
+    """scripts/<script>'s main, run in process: the returned function takes its arguments, returns its exit status."""
     import importlib.util
 
     from softprompt.errors import run_cli
 
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location(Path(script).stem + "_script", ROOT / "scripts" / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return lambda *argv: run_cli(module.main, list(argv))
+
+
+@pytest.fixture(scope="module")
+def evaluate_script():
+    """scripts/evaluate.py's main, run in process: evaluate_script("--config", ...) returns its exit status."""
+    return script_cli("evaluate.py")

@@ -38,7 +38,7 @@ def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
     memory = results["memory"]["rows"]
     assert set(memory) == set(make_plan("tiny").memory_rows)  # one fresh subprocess per planned row, none lost
     assert all(0 < r["after_build_bytes"] <= r["peak_bytes"] for r in memory.values())
-    assert len(results["targets"]) == 7 and all(isinstance(t["pass"], bool) for t in results["targets"])
+    assert len(results["targets"]) == 9 and all(isinstance(t["pass"], bool) for t in results["targets"])
 
     md = (tmp_path / "bench.md").read_text(encoding="utf-8")
     assert md.startswith("# Benchmark") and "python scripts/bench.py --quick --tiny --steps 1" in md
@@ -50,3 +50,16 @@ def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
         "## Storage",
     ):
         assert heading in md
+
+    # --rows re-measures a few rows and files them beside the run above, which stays as it was.
+    rows = "ours/fp32,ours-bf16base/bf16"
+    proc = run_script("bench.py", "--tiny", "--rows", rows, "--out", str(tmp_path), timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
+    assert {k: v for k, v in again.items() if k not in ("subset", "targets")} == {
+        k: v for k, v in results.items() if k != "targets"
+    }
+    sub = again["subset"]
+    assert set(sub["memory"]["rows"]) == set(rows.split(","))
+    assert all(set(s["rows"]) == set(rows.split(",")) for s in sub["training"].values())
+    assert "## Re-measured rows: ours/fp32, ours-bf16base/bf16" in (tmp_path / "bench.md").read_text(encoding="utf-8")

@@ -301,7 +301,7 @@ def evaluate(
     opts = dataclasses.replace(decode, batch_size=decode.batch_size or cfg.train.eval_batch_size)
     how = _choose(cfg, checkpoint, baseline, ensemble)
 
-    device = pick_device(cfg.train.device)
+    device = pick_device(cfg.train.device, cfg.model.dtype)
     model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
     model.to(device)
     prefix_len = _load_prompting(model, tokenizer, cfg, how, prompt_text)
@@ -418,7 +418,7 @@ def evaluate_all(
     )
 
     first = next(iter(cfgs.values()))
-    device, precision = pick_device(first.train.device), first.train.precision
+    device, precision = pick_device(first.train.device, first.model.dtype), first.train.precision
     model, tokenizer = build_model(first.model, seed=first.train.seed)
     model.to(device)
     base, base_id = model.base, first.model.name_or_path

@@ -14,6 +14,7 @@ from torch import nn
 
 from .builtin import BUILTIN_PREFIX, builtin_path
 from .config import ModelConfig
+from .devices import DTYPES
 from .errors import SoftPromptError, first_line, offline_message
 
 
@@ -40,7 +41,8 @@ def load_base(cfg: ModelConfig):
     kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        base = AutoModelForCausalLM.from_pretrained(path, dtype="float32", **kwargs)
+        # Stored in model.dtype (fp32 unless asked); the prompt stays fp32 whatever this is (SoftPromptModel).
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.dtype], **kwargs)
     except (OSError, ValueError) as err:
         if local:
             raise SoftPromptError(

@@ -406,7 +406,7 @@ def setup(cfg: Config, d, device_name: str, resume: bool, overwrite: bool, log: 
     """Run folder, device, model, data, optimizer; rank 0 first (it fills the caches the others read)."""
     with distributed.main_first(d):
         run_dir = prepare_run_dir(cfg, resume, overwrite) if d.main else cfg.run_dir
-        device = pick_device(device_name)
+        device = pick_device(device_name, cfg.model.dtype)
         if device.type == "cpu":
             # Multi-threaded CPU kernels otherwise sum in a varying order: two runs on 2 threads drifted apart by
             # 9e-6 in 16 steps, and resume could not be bit-identical. (CUDA would also need CUBLAS_WORKSPACE_CONFIG.)
