@@ -41,7 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import SoftPromptError, first_line
-from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel
+from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel, read_prompt
 from .testing import Hooks
 
 STATE_FILE = "trainer_state.safetensors"
@@ -278,13 +278,14 @@ def load_trainer_state(
     if problem:
         raise SoftPromptError(f"cannot resume: {problem}")
     meta = json.loads((ckpt / STATE_META).read_text(encoding="utf-8"))
-    shape = tuple(model.prompt.shape)
-    model.load_prompt(ckpt)
-    if tuple(model.prompt.shape) != shape:
+    saved, shape = read_prompt(ckpt)[0].shape, model.prompt.shape
+    if saved != shape:  # checked before anything is loaded: this run's prompt stays as it was
         raise SoftPromptError(
-            f"{ckpt}: the checkpoint's prompt has {model.prompt.shape[0]} vectors but model.prompt_length is "
-            f"{shape[0]}; resume with the run's prompt_length or start a new run"
+            f"cannot resume from {ckpt / PROMPT_FILE}: its prompt has shape {list(saved)} but this run's is "
+            f"{list(shape)} (model.prompt_length x the base's hidden size); resume with the config it was trained "
+            "with, or start a new run elsewhere (another train.output_dir or run name)"
         )
+    model.load_prompt(ckpt)
     tensors = load_file(str(ckpt / STATE_FILE))
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
