@@ -4,7 +4,7 @@
         prompt.safetensors         the trained prompt [P, H]      (what evaluation loads)
         prompt.json                base model, sizes, init, task, epoch
         trainer_state.safetensors  AdamW moments and step (no RNG state: training reseeds torch per micro-batch)
-        trainer_state.json         epoch, global step, config, SHA-256 of both tensor files
+        trainer_state.json         epoch, global step, processes, config, SHA-256 of both tensor files
     checkpoints/<run>/epoch_003_step_000250/   the same, 250 micro-batches into the 4th epoch
     checkpoints/<run>/latest       the name of the newest complete checkpoint
 
@@ -114,12 +114,14 @@ def save_checkpoint(
     micro_batch: int = 0,
     scaler: torch.amp.GradScaler | None = None,
     hooks: Hooks | None = None,
+    world_size: int = 1,
 ) -> Path:
     """Write epoch_<epoch>/ (or epoch_<epoch>_step_<micro_batch>/) atomically and point `latest` at it.
 
     Refuses (SoftPromptError) when the prompt or a loss in `extra` is NaN or
     infinite, so the last good checkpoint stays the newest one. Afterwards
-    deletes the mid-epoch checkpoints older than this one. `hooks`: the run's test hooks.
+    deletes the mid-epoch checkpoints older than this one. `hooks`: the run's test hooks. `world_size`: the
+    processes training, each `micro_batch` micro-batches into the epoch (so another number can resume it).
     """
     final = checkpoint_dir(run_dir, epoch, micro_batch)
     problem = nonfinite_problem(model, {k: v for k, v in (extra or {}).items() if k.endswith("loss")})
@@ -130,7 +132,7 @@ def save_checkpoint(
             f"{final.name}: {problem}; the run stopped without saving it and {kept}. "
             "Lower train.lr, or resume from the last good checkpoint"
         )
-    where = {"epoch": epoch, "micro_batch": micro_batch, "global_step": global_step}
+    where = {"epoch": epoch, "micro_batch": micro_batch, "global_step": global_step, "world_size": world_size}
     # fp16's loss scale and growth counter (plain numbers); without them a resumed run restarts at 65,536
     # and skips its first steps for overflow.
     more = {

@@ -277,19 +277,22 @@ class RunningSums:
     """Loss since the last step line, over `window_n` micro-batches."""
     window_n: int
     counted: int
-    """Micro-batches in epoch_sum (skipped ones are not)."""
+    """Micro-batches in epoch_sum (skipped ones are not). Sums and counts are this rank's, and on rank 0 also
+    those of the restored `progress` (all ranks' together, whatever their number then), so that summing them
+    over ranks gives the epoch's."""
     skipped: int
     first_bad: torch.Tensor
     """1-based micro-batch of the first NaN/inf loss (0: none); never saved, as no checkpoint follows a NaN."""
 
     @classmethod
     def start(cls, device: torch.device, saved: dict[str, Any], own: bool) -> RunningSums:
-        """From a checkpoint's `progress` ({} for a fresh epoch). Only one rank (`own`) carries the restored loss
-        sums, so their all-reduce counts them once."""
+        """From a checkpoint's `progress` ({} for a fresh epoch). Only one rank (`own`) carries the restored sums
+        and counts, so their all-reduce counts them once."""
         return cls(
             torch.tensor(saved.get("epoch_sum", 0.0) if own else 0.0, device=device),
             torch.tensor(saved.get("window_sum", 0.0) if own else 0.0, device=device),
-            *(int(saved.get(k, 0)) for k in ("window_n", "counted", "skipped")),
+            *(int(saved.get(k, 0)) if own else 0 for k in ("window_n", "counted")),
+            int(saved.get("skipped", 0)),
             torch.zeros((), dtype=torch.long, device=device),
         )
 
@@ -299,12 +302,20 @@ class RunningSums:
         self.window_n += 1
         self.counted += 1
 
+    def totals(self, d: distributed.Dist) -> torch.Tensor:
+        """[epoch_sum, window_sum, counted, window_n] added up over ranks (fp32, exact for counts below 2**24;
+        a collective: all ranks call it)."""
+        counts = self.epoch_sum.new_tensor([self.counted, self.window_n])
+        return distributed.all_sum(torch.cat([self.epoch_sum.view(1), self.window_sum.view(1), counts]), d)
+
     def saved(self, d: distributed.Dist) -> dict[str, Any]:
-        """What a mid-epoch checkpoint keeps: every rank's sums added up (a collective: all ranks call it)."""
-        sums = [distributed.all_sum(v, d).item() for v in (self.epoch_sum, self.window_sum)]
-        return dict(zip(("epoch_sum", "window_sum"), sums, strict=True)) | {
-            "window_n": self.window_n,
-            "counted": self.counted,
+        """What a mid-epoch checkpoint keeps: the totals over ranks (a collective: all ranks call it)."""
+        epoch_sum, window_sum, counted, window_n = self.totals(d).tolist()
+        return {
+            "epoch_sum": epoch_sum,
+            "window_sum": window_sum,
+            "counted": round(counted),
+            "window_n": round(window_n),
             "skipped": self.skipped,
         }
 
@@ -450,7 +461,7 @@ def restore(run: Run) -> tuple[int, int, dict[str, Any]]:
         log.note(f"note: --resume: no usable checkpoint in {run.run_dir}; starting from the beginning")
     else:
         start_epoch, run.global_step = meta["epoch"], meta["global_step"]
-        start_micro, progress = meta.get("micro_batch", 0), meta.get("progress", {})
+        start_micro, progress = resume_position(ckpt, meta, run)
         for diff in config_differences(meta.get("config", {}), run.cfg.to_dict()):
             log.note(f"warning: config differs from the checkpoint ({diff}); the current config is used")
         into = f", {start_micro} micro-batches into epoch {start_epoch + 1}" if start_micro else ""
@@ -458,6 +469,33 @@ def restore(run: Run) -> tuple[int, int, dict[str, Any]]:
     if d.main:
         _truncate_log(log.log_path, start_epoch, start_micro * d.world)
     return start_epoch, start_micro, progress
+
+
+def resume_position(ckpt: str, meta: dict[str, Any], run: Run) -> tuple[int, dict[str, Any]]:
+    """A checkpoint's micro-batches into its epoch, counted per rank of this run, and its running sums.
+
+    The checkpoint counts its writer's micro-batches per process, `world_size` processes, so a run on another
+    number of processes (another strategy, or one process) continues at the same micro-batch of the epoch.
+    """
+    d, accum = run.d, run.cfg.train.grad_accum_steps
+    progress, world = meta.get("progress", {}), meta.get("world_size")
+    if world is None:  # written before world_size was recorded: by as many processes, its counts per process
+        world = d.world
+        progress = progress | {k: progress[k] * world for k in ("counted", "window_n") if k in progress}
+    saved_accum = meta.get("config", {}).get("train", {}).get("grad_accum_steps", accum)
+    if world != d.world and world * saved_accum != d.world * accum:
+        run.log.note(
+            f"warning: {ckpt} was trained with a global batch of {world} process(es) x {saved_accum} accumulation "
+            f"step(s), this run's is {d.world} x {accum}; set train.grad_accum_steps to keep it"
+        )
+    done = meta.get("micro_batch", 0) * world
+    if done % (d.world * accum):
+        raise SoftPromptError(
+            f"cannot resume from {ckpt} with {d.world} process(es) x train.grad_accum_steps={accum}: it stopped "
+            f"{done} micro-batches into epoch {meta['epoch'] + 1}, not at the end of one of this run's global "
+            f"batches; resume with {world} process(es) x {saved_accum}, as it was trained, or from an epoch checkpoint"
+        )
+    return done // d.world, progress
 
 
 def run_epoch(run: Run, epoch: int, first: int, progress: dict[str, Any], note_dropped: bool) -> RunningSums:
@@ -577,7 +615,8 @@ def log_steps(run: Run, epoch: int, i: int, loss: torch.Tensor, lr: float, sums:
     mine = torch.zeros(d.world, device=device)
     mine[d.rank] = loss.detach().float()
     losses = distributed.all_sum(mine, d).tolist()
-    window = (distributed.all_sum(sums.window_sum, d) / (sums.window_n * d.world)).item()
+    _, window_sum, _, window_n = sums.totals(d)
+    window = (window_sum / window_n).item()
     for j in due:
         step_loss = losses[ranks_now.index(j)]
         run.log.line(f"Epoch: {epoch} | Step: {j} | Loss: {step_loss:.6f}")
@@ -625,10 +664,8 @@ def stop_if_nonfinite(run: Run, sums: RunningSums, epoch: int) -> None:
 def end_epoch(run: Run, epoch: int, sums: RunningSums) -> None:
     """Average train and validation loss of the epoch: lines, log record, and a checkpoint when one is due."""
     d, t = run.d, run.cfg.train
-    # With every batch skipped there is no average: NaN, not a misleading 0.
-    train_loss = (
-        (distributed.all_sum(sums.epoch_sum, d) / (sums.counted * d.world)).item() if sums.counted else math.nan
-    )
+    epoch_sum, _, counted, _ = sums.totals(d)
+    train_loss = (epoch_sum / counted).item() if counted else math.nan  # every batch skipped: NaN, not a misleading 0
     val_loss = mean_loss(run.model, run.data.splits["validation"], run.cfg, run.device, run.pad_id, d, run.hooks)
     run.log.line(f"Epoch: {epoch + 1} | Average train loss: {train_loss:.6f}")
     run.log.line(f"Epoch: {epoch + 1} | Average val loss: {val_loss:.6f}")
@@ -663,6 +700,7 @@ def save(run: Run, epoch: int, extra: dict[str, Any], micro_batch: int = 0) -> N
             micro_batch=micro_batch,
             scaler=run.scaler,
             hooks=run.hooks,
+            world_size=run.d.world,
         )
         run.log.line(f"Saved checkpoint {path}")
     distributed.barrier(run.d)
