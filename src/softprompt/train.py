@@ -15,6 +15,7 @@ exits 75). Output goes through `RunLog`: the reference's lines to stdout, notes 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -30,10 +31,11 @@ from typing import Any
 
 import torch
 import yaml
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import __version__, distributed, tracking
+from . import __version__, distributed, fsdp, tracking
 from .checkpoint import (
     LATEST,
     checkpoint_dir,
@@ -43,7 +45,7 @@ from .checkpoint import (
     save_checkpoint,
     write_text_atomic,
 )
-from .config import Config, NonFinite, Precision, Schedule, Tracker
+from .config import Config, NonFinite, Precision, Schedule, Strategy, Tracker
 from .data import batch_order, iter_batches, lengths_of, load_task_data
 from .devices import autocast, pick_device
 from .errors import SoftPromptError
@@ -88,11 +90,17 @@ def mean_loss(
         hooks.crash_point("eval")
     order = list(range(len(ds)))
     batches = [order[i : i + cfg.train.eval_batch_size] for i in range(0, len(order), cfg.train.eval_batch_size)]
+    mine = batches[d.rank :: d.world]
+    # A sharded model's forward is a collective: a rank with one batch fewer runs one more, not counted.
+    filler = batches[:1] * (-(-len(batches) // d.world) - len(mine)) if isinstance(model, FSDPModule) else []
     total = torch.zeros((), device=device)
-    for batch in iter_batches(ds, batches[d.rank :: d.world], pad_id, hooks):
+    built = itertools.chain(iter_batches(ds, mine, pad_id, hooks), iter_batches(ds, filler, pad_id))
+    for n, batch in enumerate(built):
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, cfg.train.precision):
-            total += model(**batch).loss.float()
+            loss = model(**batch).loss.float()
+        if n < len(mine):
+            total += loss
     model.train(was_training)
     return (distributed.all_sum(total, d) / max(1, len(batches))).item()
 
@@ -126,7 +134,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, f"{prefix}{key}.")
-        elif a != b and key not in ("source", "tracker"):  # neither changes what is trained
+        elif a != b and key not in ("source", "tracker", "strategy"):  # none changes what is trained
             out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
     return out
 
@@ -332,7 +340,8 @@ class Run:
     device: torch.device
     model: SoftPromptModel
     forward: torch.nn.Module
-    """The model, or under torchrun its DistributedDataParallel wrapper (which averages the gradient)."""
+    """The model (sharded in place with train.strategy fsdp), or under torchrun with ddp its
+    DistributedDataParallel wrapper (which averages the gradient)."""
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     data: Any
@@ -353,6 +362,11 @@ class Run:
     """Tokens (this rank's, padding excluded) since the last step line; for the tracker's tokens per second."""
     since: float = 0.0
     """perf_counter() at the last step line."""
+
+    @property
+    def sharded(self) -> bool:
+        """train.strategy fsdp under torchrun: the base is sharded and the prompt's gradient averaged here."""
+        return self.d.enabled and self.cfg.train.strategy is Strategy.FSDP
 
     @property
     def prompt_meta(self) -> dict[str, Any]:
@@ -382,6 +396,11 @@ def train(
     if cfg.train.tracker is Tracker.TENSORBOARD and run_results is not None:
         tracking.summary_writer()  # fail before any work when the package is missing
     d, device_name = distributed.init(cfg.train.device, cfg.train.dist_timeout_minutes)
+    if cfg.train.strategy is Strategy.FSDP and not d.enabled:  # before any work, so nothing is touched
+        raise SoftPromptError(
+            "train.strategy: fsdp shards the base over several processes, but this run has one: launch it with "
+            "`torchrun --nproc_per_node N scripts/train.py ...` (N >= 2), or set train.strategy: ddp"
+        )
     log = RunLog(d.main, echo, cfg.run_dir / LOG_FILE)
     run = None
     try:
@@ -428,7 +447,9 @@ def setup(cfg: Config, d, device_name: str, resume: bool, overwrite: bool, log: 
     if overwrite and not resume and d.main:  # only now that config, model and data have loaded without error
         for p in earlier_run(run_dir):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    model.to(device)
+    sharded = d.enabled and cfg.train.strategy is Strategy.FSDP
+    if not sharded:  # fully_shard moves the base to the device unit by unit
+        model.to(device)
     if cfg.train.gradient_checkpointing:
         enable_checkpointing(model.base)
     for split in data.splits:
@@ -438,11 +459,17 @@ def setup(cfg: Config, d, device_name: str, resume: bool, overwrite: bool, log: 
                 f"{data.truncated_targets[split]} target(s) cut to {cfg.data.max_target_tokens} tokens"
             )
     t = cfg.train
+    forward = model
+    if sharded:  # in place; forward_backward averages the prompt's gradient
+        held = fsdp.shard(model, d, device)
+        log.note(
+            f"note: train.strategy fsdp: the base's {sum(held):,} parameters sharded over {d.world} ranks "
+            f"(each holds {', '.join(f'{n:,}' for n in held)})"
+        )
+    elif d.enabled:  # averages the prompt's gradient over ranks in backward
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW([model.prompt], lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision is Precision.FP16)
-    forward = model
-    if d.enabled:  # averages the prompt's gradient over ranks in backward
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     micro_batches = math.ceil(len(data.splits["train"]) / t.batch_size)
     accum = t.grad_accum_steps
     steps_per_epoch = math.ceil(micro_batches / accum) if not d.enabled else micro_batches // (accum * d.world)
@@ -561,7 +588,8 @@ def forward_backward(run: Run, batch, i: int, group_size: int, last_of_group: bo
     """One micro-batch's loss, its gradient added to the prompt's; None if it is non-finite and to be skipped."""
     batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
     # Under torchrun, gradients are averaged over ranks only at the end of the accumulation group.
-    sync = run.forward.no_sync() if (run.d.enabled and not last_of_group) else contextlib.nullcontext()
+    ddp = isinstance(run.forward, DistributedDataParallel)
+    sync = run.forward.no_sync() if (ddp and not last_of_group) else contextlib.nullcontext()
     with sync:
         with autocast(run.device, run.cfg.train.precision):
             loss = run.forward(**batch).loss
@@ -574,6 +602,8 @@ def forward_backward(run: Run, batch, i: int, group_size: int, last_of_group: bo
             bad = sums.first_bad
             sums.first_bad = torch.where((bad == 0) & ~finite, torch.full_like(bad, i + 1), bad)
         run.scaler.scale(loss / group_size).backward()
+    if run.sharded and last_of_group:
+        fsdp.average_prompt_grad(run.model, run.d)
     return loss
 
 
