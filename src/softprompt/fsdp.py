@@ -4,8 +4,8 @@
 
 Each transformer block is one FSDP unit and the whole SoftPromptModel is the root unit, holding the
 rest (embeddings, final norm, LM head). A rank keeps 1/world of every unit's parameters and gathers a
-unit whole only while it runs (its forward, then again in backward), so it holds about 1/world of the
-base plus one unit at a time. The root is the SoftPromptModel, not the base, because its forward looks
+unit whole only while it runs (its forward, then again in backward; the root from its forward to the end
+of the backward), so it holds about 1/world of the base plus the root and one block. The root is the SoftPromptModel, not the base, because its forward looks
 up the token embeddings the prompt goes in front of: outside the root's forward those weights are
 shards (DTensors).
 

@@ -9,7 +9,8 @@ optimizer steps (from which --resume continues exactly); at the end of the epoch
 validation loss, and a checkpoint every `save_every` epochs and after the last. SIGTERM or SIGUSR1 stops
 the run at the end of the optimizer step in progress, with a checkpoint there (`Preempted`; the script
 exits 75). Output goes through `RunLog`: the reference's lines to stdout, notes to stderr, JSON records to
-<run>/log.jsonl, and, with `train.tracker`, scalars to results/<run>/tensorboard/.
+<run>/log.jsonl, and, with `train.tracker`, scalars to results/<run>/tensorboard/. Under torchrun, setup wraps
+the model in DistributedDataParallel, or with `train.strategy: fsdp` shards its base (fsdp.py).
 """
 
 from __future__ import annotations
