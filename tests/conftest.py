@@ -56,17 +56,22 @@ def smoke_overrides(tmp_path_factory):
     return sets
 
 
-def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
+def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300, nproc: int = 1):
     """Run scripts/<script> in a subprocess; returns CompletedProcess with text output.
 
     Scripts that write results get a temporary --results-dir unless one is given,
-    so tests never write into the repository's results/.
+    so tests never write into the repository's results/. nproc > 1: under torchrun with that many
+    processes (one thread each), its rendezvous on a free port.
     """
     full_env = {**os.environ, **(env or {})}
     if script in ("train.py", "evaluate.py") and "--results-dir" not in args:
         args = (*args, "--results-dir", str(RESULTS[0]))
+    launcher = []
+    if nproc > 1:
+        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
+        full_env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
+        [sys.executable, *launcher, str(ROOT / "scripts" / script), *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

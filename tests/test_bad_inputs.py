@@ -411,8 +411,12 @@ def test_resume_onto_another_prompt_length_is_refused(model, tiny, tmp_path):
     ckpt = save_checkpoint(tmp_path, 1, 1, model, torch.optim.AdamW([model.prompt]), {}, {})
     base, _ = tiny
     longer = SoftPromptModel(copy.deepcopy(base), torch.zeros(5, 64), base_id="builtin:tiny-gpt2")
-    with pytest.raises(SoftPromptError, match=r"has 4 vectors but model.prompt_length is 5"):
+    with pytest.raises(SoftPromptError) as info:
         load_trainer_state(ckpt, longer, torch.optim.AdamW([longer.prompt]))
+    message = str(info.value)
+    assert "\n" not in message and str(ckpt / "prompt.safetensors") in message
+    assert "has shape [4, 64] but this run's is [5, 64]" in message
+    assert longer.prompt.shape == (5, 64) and not longer.prompt.any()  # refused before anything was loaded
 
 
 # ------------------------------------------------------------------ security

@@ -4,7 +4,7 @@
         prompt.safetensors         the trained prompt [P, H]      (what evaluation loads)
         prompt.json                base model, sizes, init, task, epoch
         trainer_state.safetensors  AdamW moments and step (no RNG state: training reseeds torch per micro-batch)
-        trainer_state.json         epoch, global step, config, SHA-256 of both tensor files
+        trainer_state.json         epoch, global step, processes, config, SHA-256 of both tensor files
     checkpoints/<run>/epoch_003_step_000250/   the same, 250 micro-batches into the 4th epoch
     checkpoints/<run>/latest       the name of the newest complete checkpoint
 
@@ -41,7 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import SoftPromptError, first_line
-from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel
+from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel, read_prompt
 from .testing import Hooks
 
 STATE_FILE = "trainer_state.safetensors"
@@ -114,12 +114,14 @@ def save_checkpoint(
     micro_batch: int = 0,
     scaler: torch.amp.GradScaler | None = None,
     hooks: Hooks | None = None,
+    world_size: int = 1,
 ) -> Path:
     """Write epoch_<epoch>/ (or epoch_<epoch>_step_<micro_batch>/) atomically and point `latest` at it.
 
     Refuses (SoftPromptError) when the prompt or a loss in `extra` is NaN or
     infinite, so the last good checkpoint stays the newest one. Afterwards
-    deletes the mid-epoch checkpoints older than this one. `hooks`: the run's test hooks.
+    deletes the mid-epoch checkpoints older than this one. `hooks`: the run's test hooks. `world_size`: the
+    processes training, each `micro_batch` micro-batches into the epoch (so another number can resume it).
     """
     final = checkpoint_dir(run_dir, epoch, micro_batch)
     problem = nonfinite_problem(model, {k: v for k, v in (extra or {}).items() if k.endswith("loss")})
@@ -130,7 +132,7 @@ def save_checkpoint(
             f"{final.name}: {problem}; the run stopped without saving it and {kept}. "
             "Lower train.lr, or resume from the last good checkpoint"
         )
-    where = {"epoch": epoch, "micro_batch": micro_batch, "global_step": global_step}
+    where = {"epoch": epoch, "micro_batch": micro_batch, "global_step": global_step, "world_size": world_size}
     # fp16's loss scale and growth counter (plain numbers); without them a resumed run restarts at 65,536
     # and skips its first steps for overflow.
     more = {
@@ -278,13 +280,14 @@ def load_trainer_state(
     if problem:
         raise SoftPromptError(f"cannot resume: {problem}")
     meta = json.loads((ckpt / STATE_META).read_text(encoding="utf-8"))
-    shape = tuple(model.prompt.shape)
-    model.load_prompt(ckpt)
-    if tuple(model.prompt.shape) != shape:
+    saved, shape = read_prompt(ckpt)[0].shape, model.prompt.shape
+    if saved != shape:  # checked before anything is loaded: this run's prompt stays as it was
         raise SoftPromptError(
-            f"{ckpt}: the checkpoint's prompt has {model.prompt.shape[0]} vectors but model.prompt_length is "
-            f"{shape[0]}; resume with the run's prompt_length or start a new run"
+            f"cannot resume from {ckpt / PROMPT_FILE}: its prompt has shape {list(saved)} but this run's is "
+            f"{list(shape)} (model.prompt_length x the base's hidden size); resume with the config it was trained "
+            "with, or start a new run elsewhere (another train.output_dir or run name)"
         )
+    model.load_prompt(ckpt)
     tensors = load_file(str(ckpt / STATE_FILE))
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

@@ -45,7 +45,7 @@ class Precision(str, enum.Enum):
 
 
 class Strategy(str, enum.Enum):
-    """How torchrun ranks hold the frozen base (ignored in a single process)."""
+    """How torchrun ranks hold the frozen base (training refuses fsdp in a single process; evaluation ignores it)."""
 
     DDP = "ddp"  # every rank holds the whole base; the prompt's gradient is averaged
     FSDP = "fsdp"  # the base is sharded over ranks (FSDP2 fully_shard per block, then the root)

@@ -3,8 +3,9 @@
     torchrun --nproc_per_node 4 scripts/train.py --config configs/sum.yaml
 
 Each rank takes its share of every global batch from the same seeded order
-(see `shard`), gradients are averaged by DistributedDataParallel, and only
-rank 0 prints, logs, draws progress bars and writes checkpoints.
+(see `shard`), gradients are averaged by DistributedDataParallel (with
+train.strategy: fsdp, by fsdp.average_prompt_grad), and only rank 0 prints,
+logs, draws progress bars and writes checkpoints.
 """
 
 from __future__ import annotations

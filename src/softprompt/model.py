@@ -253,6 +253,17 @@ def build_model(model_cfg, seed: int = 0) -> tuple[SoftPromptModel, Any]:
     return model, tokenizer
 
 
+def transformer_blocks(base: nn.Module) -> list[nn.Module]:
+    """The base's transformer blocks (what gradient checkpointing and FSDP act on), in order; [] if unknown."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def model_type(base: nn.Module) -> str:
+    return getattr(base.config, "model_type", type(base).__name__)
+
+
 def enable_checkpointing(base: nn.Module) -> int:
     """Recompute each transformer block's activations in the backward pass; returns how many blocks.
 
@@ -260,13 +271,11 @@ def enable_checkpointing(base: nn.Module) -> int:
     mode, and the frozen base stays in eval mode (dropout off), so it would silently do nothing. This
     wraps every block's forward in torch.utils.checkpoint whatever the mode, whenever autograd records.
     """
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    blocks = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+    blocks = transformer_blocks(base)
     if not blocks:
         raise SoftPromptError(
-            f"train.gradient_checkpointing: no transformer blocks found in model type "
-            f"'{getattr(base.config, 'model_type', type(base).__name__)}'; set it to false"
+            f"train.gradient_checkpointing: no transformer blocks found in model type '{model_type(base)}'; "
+            "set it to false"
         )
     for block in blocks:
         block.forward = functools.partial(_checkpointed, block.forward)

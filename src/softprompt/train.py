@@ -9,12 +9,14 @@ optimizer steps (from which --resume continues exactly); at the end of the epoch
 validation loss, and a checkpoint every `save_every` epochs and after the last. SIGTERM or SIGUSR1 stops
 the run at the end of the optimizer step in progress, with a checkpoint there (`Preempted`; the script
 exits 75). Output goes through `RunLog`: the reference's lines to stdout, notes to stderr, JSON records to
-<run>/log.jsonl, and, with `train.tracker`, scalars to results/<run>/tensorboard/.
+<run>/log.jsonl, and, with `train.tracker`, scalars to results/<run>/tensorboard/. Under torchrun, setup wraps
+the model in DistributedDataParallel, or with `train.strategy: fsdp` shards its base (fsdp.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -30,10 +32,11 @@ from typing import Any
 
 import torch
 import yaml
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import __version__, distributed, tracking
+from . import __version__, distributed, fsdp, tracking
 from .checkpoint import (
     LATEST,
     checkpoint_dir,
@@ -43,7 +46,7 @@ from .checkpoint import (
     save_checkpoint,
     write_text_atomic,
 )
-from .config import Config, NonFinite, Precision, Schedule, Tracker
+from .config import Config, NonFinite, Precision, Schedule, Strategy, Tracker
 from .data import batch_order, iter_batches, lengths_of, load_task_data
 from .devices import autocast, pick_device
 from .errors import SoftPromptError
@@ -88,11 +91,17 @@ def mean_loss(
         hooks.crash_point("eval")
     order = list(range(len(ds)))
     batches = [order[i : i + cfg.train.eval_batch_size] for i in range(0, len(order), cfg.train.eval_batch_size)]
+    mine = batches[d.rank :: d.world]
+    # A sharded model's forward is a collective: a rank with one batch fewer runs one more, not counted.
+    filler = batches[:1] * (-(-len(batches) // d.world) - len(mine)) if isinstance(model, FSDPModule) else []
     total = torch.zeros((), device=device)
-    for batch in iter_batches(ds, batches[d.rank :: d.world], pad_id, hooks):
+    built = itertools.chain(iter_batches(ds, mine, pad_id, hooks), iter_batches(ds, filler, pad_id))
+    for n, batch in enumerate(built):
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, cfg.train.precision):
-            total += model(**batch).loss.float()
+            loss = model(**batch).loss.float()
+        if n < len(mine):
+            total += loss
     model.train(was_training)
     return (distributed.all_sum(total, d) / max(1, len(batches))).item()
 
@@ -126,7 +135,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, f"{prefix}{key}.")
-        elif a != b and key not in ("source", "tracker"):  # neither changes what is trained
+        elif a != b and key not in ("source", "tracker", "strategy"):  # none changes what is trained
             out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
     return out
 
@@ -277,19 +286,22 @@ class RunningSums:
     """Loss since the last step line, over `window_n` micro-batches."""
     window_n: int
     counted: int
-    """Micro-batches in epoch_sum (skipped ones are not)."""
+    """Micro-batches in epoch_sum (skipped ones are not). Sums and counts are this rank's, and on rank 0 also
+    those of the restored `progress` (all ranks' together, whatever their number then), so that summing them
+    over ranks gives the epoch's."""
     skipped: int
     first_bad: torch.Tensor
     """1-based micro-batch of the first NaN/inf loss (0: none); never saved, as no checkpoint follows a NaN."""
 
     @classmethod
     def start(cls, device: torch.device, saved: dict[str, Any], own: bool) -> RunningSums:
-        """From a checkpoint's `progress` ({} for a fresh epoch). Only one rank (`own`) carries the restored loss
-        sums, so their all-reduce counts them once."""
+        """From a checkpoint's `progress` ({} for a fresh epoch). Only one rank (`own`) carries the restored sums
+        and counts, so their all-reduce counts them once."""
         return cls(
             torch.tensor(saved.get("epoch_sum", 0.0) if own else 0.0, device=device),
             torch.tensor(saved.get("window_sum", 0.0) if own else 0.0, device=device),
-            *(int(saved.get(k, 0)) for k in ("window_n", "counted", "skipped")),
+            *(int(saved.get(k, 0)) if own else 0 for k in ("window_n", "counted")),
+            int(saved.get("skipped", 0)),
             torch.zeros((), dtype=torch.long, device=device),
         )
 
@@ -299,12 +311,20 @@ class RunningSums:
         self.window_n += 1
         self.counted += 1
 
+    def totals(self, d: distributed.Dist) -> torch.Tensor:
+        """[epoch_sum, window_sum, counted, window_n] added up over ranks (fp32, exact for counts below 2**24;
+        a collective: all ranks call it)."""
+        counts = self.epoch_sum.new_tensor([self.counted, self.window_n])
+        return distributed.all_sum(torch.cat([self.epoch_sum.view(1), self.window_sum.view(1), counts]), d)
+
     def saved(self, d: distributed.Dist) -> dict[str, Any]:
-        """What a mid-epoch checkpoint keeps: every rank's sums added up (a collective: all ranks call it)."""
-        sums = [distributed.all_sum(v, d).item() for v in (self.epoch_sum, self.window_sum)]
-        return dict(zip(("epoch_sum", "window_sum"), sums, strict=True)) | {
-            "window_n": self.window_n,
-            "counted": self.counted,
+        """What a mid-epoch checkpoint keeps: the totals over ranks (a collective: all ranks call it)."""
+        epoch_sum, window_sum, counted, window_n = self.totals(d).tolist()
+        return {
+            "epoch_sum": epoch_sum,
+            "window_sum": window_sum,
+            "counted": round(counted),
+            "window_n": round(window_n),
             "skipped": self.skipped,
         }
 
@@ -321,7 +341,8 @@ class Run:
     device: torch.device
     model: SoftPromptModel
     forward: torch.nn.Module
-    """The model, or under torchrun its DistributedDataParallel wrapper (which averages the gradient)."""
+    """The model (sharded in place with train.strategy fsdp), or under torchrun with ddp its
+    DistributedDataParallel wrapper (which averages the gradient)."""
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     data: Any
@@ -342,6 +363,11 @@ class Run:
     """Tokens (this rank's, padding excluded) since the last step line; for the tracker's tokens per second."""
     since: float = 0.0
     """perf_counter() at the last step line."""
+
+    @property
+    def sharded(self) -> bool:
+        """train.strategy fsdp under torchrun: the base is sharded and the prompt's gradient averaged here."""
+        return self.d.enabled and self.cfg.train.strategy is Strategy.FSDP
 
     @property
     def prompt_meta(self) -> dict[str, Any]:
@@ -371,6 +397,11 @@ def train(
     if cfg.train.tracker is Tracker.TENSORBOARD and run_results is not None:
         tracking.summary_writer()  # fail before any work when the package is missing
     d, device_name = distributed.init(cfg.train.device, cfg.train.dist_timeout_minutes)
+    if cfg.train.strategy is Strategy.FSDP and not d.enabled:  # before any work, so nothing is touched
+        raise SoftPromptError(
+            "train.strategy: fsdp shards the base over several processes, but this run has one: launch it with "
+            "`torchrun --nproc_per_node N scripts/train.py ...` (N >= 2), or set train.strategy: ddp"
+        )
     log = RunLog(d.main, echo, cfg.run_dir / LOG_FILE)
     run = None
     try:
@@ -417,7 +448,9 @@ def setup(cfg: Config, d, device_name: str, resume: bool, overwrite: bool, log: 
     if overwrite and not resume and d.main:  # only now that config, model and data have loaded without error
         for p in earlier_run(run_dir):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    model.to(device)
+    sharded = d.enabled and cfg.train.strategy is Strategy.FSDP
+    if not sharded:  # fully_shard moves the base to the device unit by unit
+        model.to(device)
     if cfg.train.gradient_checkpointing:
         enable_checkpointing(model.base)
     for split in data.splits:
@@ -427,11 +460,17 @@ def setup(cfg: Config, d, device_name: str, resume: bool, overwrite: bool, log: 
                 f"{data.truncated_targets[split]} target(s) cut to {cfg.data.max_target_tokens} tokens"
             )
     t = cfg.train
+    forward = model
+    if sharded:  # in place; forward_backward averages the prompt's gradient
+        held = fsdp.shard(model, d, device)
+        log.note(
+            f"note: train.strategy fsdp: the base's {sum(held):,} parameters sharded over {d.world} ranks "
+            f"(each holds {', '.join(f'{n:,}' for n in held)})"
+        )
+    elif d.enabled:  # averages the prompt's gradient over ranks in backward
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW([model.prompt], lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision is Precision.FP16)
-    forward = model
-    if d.enabled:  # averages the prompt's gradient over ranks in backward
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     micro_batches = math.ceil(len(data.splits["train"]) / t.batch_size)
     accum = t.grad_accum_steps
     steps_per_epoch = math.ceil(micro_batches / accum) if not d.enabled else micro_batches // (accum * d.world)
@@ -450,7 +489,7 @@ def restore(run: Run) -> tuple[int, int, dict[str, Any]]:
         log.note(f"note: --resume: no usable checkpoint in {run.run_dir}; starting from the beginning")
     else:
         start_epoch, run.global_step = meta["epoch"], meta["global_step"]
-        start_micro, progress = meta.get("micro_batch", 0), meta.get("progress", {})
+        start_micro, progress = resume_position(ckpt, meta, run)
         for diff in config_differences(meta.get("config", {}), run.cfg.to_dict()):
             log.note(f"warning: config differs from the checkpoint ({diff}); the current config is used")
         into = f", {start_micro} micro-batches into epoch {start_epoch + 1}" if start_micro else ""
@@ -458,6 +497,33 @@ def restore(run: Run) -> tuple[int, int, dict[str, Any]]:
     if d.main:
         _truncate_log(log.log_path, start_epoch, start_micro * d.world)
     return start_epoch, start_micro, progress
+
+
+def resume_position(ckpt: str, meta: dict[str, Any], run: Run) -> tuple[int, dict[str, Any]]:
+    """A checkpoint's micro-batches into its epoch, counted per rank of this run, and its running sums.
+
+    The checkpoint counts its writer's micro-batches per process, `world_size` processes, so a run on another
+    number of processes (another strategy, or one process) continues at the same micro-batch of the epoch.
+    """
+    d, accum = run.d, run.cfg.train.grad_accum_steps
+    progress, world = meta.get("progress", {}), meta.get("world_size")
+    if world is None:  # written before world_size was recorded: by as many processes, its counts per process
+        world = d.world
+        progress = progress | {k: progress[k] * world for k in ("counted", "window_n") if k in progress}
+    saved_accum = meta.get("config", {}).get("train", {}).get("grad_accum_steps", accum)
+    if world != d.world and world * saved_accum != d.world * accum:
+        run.log.note(
+            f"warning: {ckpt} was trained with a global batch of {world} process(es) x {saved_accum} accumulation "
+            f"step(s), this run's is {d.world} x {accum}; set train.grad_accum_steps to keep it"
+        )
+    done = meta.get("micro_batch", 0) * world
+    if done % (d.world * accum):
+        raise SoftPromptError(
+            f"cannot resume from {ckpt} with {d.world} process(es) x train.grad_accum_steps={accum}: it stopped "
+            f"{done} micro-batches into epoch {meta['epoch'] + 1}, not at the end of one of this run's global "
+            f"batches; resume with {world} process(es) x {saved_accum}, as it was trained, or from an epoch checkpoint"
+        )
+    return done // d.world, progress
 
 
 def run_epoch(run: Run, epoch: int, first: int, progress: dict[str, Any], note_dropped: bool) -> RunningSums:
@@ -523,7 +589,8 @@ def forward_backward(run: Run, batch, i: int, group_size: int, last_of_group: bo
     """One micro-batch's loss, its gradient added to the prompt's; None if it is non-finite and to be skipped."""
     batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
     # Under torchrun, gradients are averaged over ranks only at the end of the accumulation group.
-    sync = run.forward.no_sync() if (run.d.enabled and not last_of_group) else contextlib.nullcontext()
+    ddp = isinstance(run.forward, DistributedDataParallel)
+    sync = run.forward.no_sync() if (ddp and not last_of_group) else contextlib.nullcontext()
     with sync:
         with autocast(run.device, run.cfg.train.precision):
             loss = run.forward(**batch).loss
@@ -536,6 +603,8 @@ def forward_backward(run: Run, batch, i: int, group_size: int, last_of_group: bo
             bad = sums.first_bad
             sums.first_bad = torch.where((bad == 0) & ~finite, torch.full_like(bad, i + 1), bad)
         run.scaler.scale(loss / group_size).backward()
+    if run.sharded and last_of_group:
+        fsdp.average_prompt_grad(run.model, run.d)
     return loss
 
 
@@ -577,7 +646,8 @@ def log_steps(run: Run, epoch: int, i: int, loss: torch.Tensor, lr: float, sums:
     mine = torch.zeros(d.world, device=device)
     mine[d.rank] = loss.detach().float()
     losses = distributed.all_sum(mine, d).tolist()
-    window = (distributed.all_sum(sums.window_sum, d) / (sums.window_n * d.world)).item()
+    _, window_sum, _, window_n = sums.totals(d)
+    window = (window_sum / window_n).item()
     for j in due:
         step_loss = losses[ranks_now.index(j)]
         run.log.line(f"Epoch: {epoch} | Step: {j} | Loss: {step_loss:.6f}")
@@ -625,10 +695,8 @@ def stop_if_nonfinite(run: Run, sums: RunningSums, epoch: int) -> None:
 def end_epoch(run: Run, epoch: int, sums: RunningSums) -> None:
     """Average train and validation loss of the epoch: lines, log record, and a checkpoint when one is due."""
     d, t = run.d, run.cfg.train
-    # With every batch skipped there is no average: NaN, not a misleading 0.
-    train_loss = (
-        (distributed.all_sum(sums.epoch_sum, d) / (sums.counted * d.world)).item() if sums.counted else math.nan
-    )
+    epoch_sum, _, counted, _ = sums.totals(d)
+    train_loss = (epoch_sum / counted).item() if counted else math.nan  # every batch skipped: NaN, not a misleading 0
     val_loss = mean_loss(run.model, run.data.splits["validation"], run.cfg, run.device, run.pad_id, d, run.hooks)
     run.log.line(f"Epoch: {epoch + 1} | Average train loss: {train_loss:.6f}")
     run.log.line(f"Epoch: {epoch + 1} | Average val loss: {val_loss:.6f}")
@@ -663,6 +731,7 @@ def save(run: Run, epoch: int, extra: dict[str, Any], micro_batch: int = 0) -> N
             micro_batch=micro_batch,
             scaler=run.scaler,
             hooks=run.hooks,
+            world_size=run.d.world,
         )
         run.log.line(f"Saved checkpoint {path}")
     distributed.barrier(run.d)
