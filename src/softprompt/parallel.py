@@ -99,12 +99,12 @@ def stop_together(err: Exception | None, d: Dist, device) -> None:
 def _attempt(fn: Callable[[], T]) -> tuple[T | None, Exception | None]:
     try:
         return fn(), None
-    except Exception as err:  # noqa: BLE001 -- handed to stop_together, which raises it again on this rank
+    except Exception as err:  # handed to stop_together, which raises it again on this rank after telling the others
         return None, err
 
 
 def main_first(fn: Callable[[], T], d: Dist, device) -> T:
-    """fn() on every rank, rank 0 first (it builds the model and data caches the others then read)."""
+    """fn() on every rank, rank 0 first (it builds the model and data caches the others read); fails on all or none."""
     if not d.enabled:
         return fn()
     result, err = _attempt(fn) if d.main else (None, None)
