@@ -3,6 +3,7 @@
     python scripts/evaluate.py --task sum --limit 200       # configs/sum.yaml's latest checkpoint, test split
     python scripts/evaluate.py --task sum --resume          # continue an interrupted evaluation where it stopped
     python scripts/evaluate.py --task all --config-dir configs/smoke --compare-speed   # three tasks, one pass
+    torchrun --nproc_per_node 4 scripts/evaluate.py --task sum   # 4 ranks share the batches; rank 0 writes, prints
 Each prints one summary line per task, e.g. `tx | test | n=500 | BLEU 12.34 | chrF 40.12 | checkpoint epoch_010`.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError, run_cli
 from softprompt.evaluate import BASELINES, DecodeOptions, evaluate, evaluate_all, speed_line, summary_line
+from softprompt.parallel import process_group
 from softprompt.tasks import TASKS
 
 
@@ -80,18 +82,19 @@ def main(argv=None):
         raise SoftPromptError("; ".join(problems))
     common = dict(split=a.split, limit=a.limit, results_dir=a.results_dir, progress=not a.quiet)
     common["decode"] = DecodeOptions(a.batch_size, a.max_new_tokens, a.num_beams)
-    if len(configs) > 1:
-        results = evaluate_all(configs, compare=a.compare_speed, **common)
-    else:
-        choice = dict(baseline=a.baseline, prompt_text=a.prompt_text, ensemble=a.ensemble)
-        results = {configs[0].task: evaluate(configs[0], a.checkpoint, **choice, resume=a.resume, **common)}
-        for baseline in ("none", "hard") if a.with_baselines else ():
-            results[baseline] = evaluate(configs[0], baseline=baseline, resume=a.resume, **common)
-    for metrics in results.values():
+    with process_group(configs[0]) as d:  # under torchrun; each evaluation returns rank 0's metrics on every rank
+        if len(configs) > 1:
+            results = evaluate_all(configs, compare=a.compare_speed, **common)
+        else:
+            choice = dict(baseline=a.baseline, prompt_text=a.prompt_text, ensemble=a.ensemble)
+            results = {configs[0].task: evaluate(configs[0], a.checkpoint, **choice, resume=a.resume, **common)}
+            for baseline in ("none", "hard") if a.with_baselines else ():
+                results[baseline] = evaluate(configs[0], baseline=baseline, resume=a.resume, **common)
+    for metrics in results.values() if d.main else ():
         resumed = f" ({metrics['resumed']} predictions read back from the partial file)" if "resumed" in metrics else ""
         print(f"wrote {metrics['results_dir']}/metrics.json and predictions.jsonl{resumed}", file=sys.stderr)
         print(summary_line(metrics))
-    if len(configs) > 1:
+    if len(configs) > 1 and d.main:
         print(speed_line(results))
 
 

@@ -38,6 +38,14 @@ new tokens, for every task so far data.max_target_tokens itself: training
 targets are cut to that length (EOS included), and the source budget reserves
 exactly that many positions in the context window.
 
+Under torchrun (`torchrun --nproc_per_node N scripts/evaluate.py ...`, inside
+parallel.process_group) every rank loads the whole frozen base and the prompts and
+decodes every N-th batch of the single process's plan; rank 0 receives the
+predictions after each round of batches, and alone writes, prints and tracks
+(parallel.py). Its files are the single process's, apart from the timings and
+metrics.json's `world_size`; the partial file too, so `resume` may continue
+an evaluation on another number of ranks.
+
 What is scored: the whole split. data.max_eval_examples bounds only the
 validation loss during training; `limit` scores a seeded random sample of the
 split (SAMPLE_SEED), kept in the split's order, and metrics.json records its
@@ -47,6 +55,7 @@ indices and seed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import random
@@ -57,6 +66,7 @@ from typing import Any
 
 import torch
 
+from . import distributed, parallel
 from .checkpoint import STATE_META, latest_checkpoint, resolve_prompt_dir, sha256, verify
 from .config import Config, Tracker
 from .data import load_task_data
@@ -98,6 +108,12 @@ __all__ = [
 
 BASELINES = ("hard", "none", "text")
 """hard: the config's init words as text; none: no prefix; text: a text you give (e.g. the oracle instruction)."""
+
+
+def _ranks(cfg: Config) -> tuple[distributed.Dist, torch.device]:
+    """This process's rank and device (under torchrun its own GPU, or the CPU), in the process group."""
+    d, name = distributed.init(cfg.train.device, cfg.train.dist_timeout_minutes)
+    return d, pick_device(name, cfg.model.dtype)
 
 
 def token_limits(cfg: Config, sources: list[list[int]], max_new_tokens: int | None) -> list[int]:
@@ -292,6 +308,7 @@ def evaluate(
     Defaults: the run's latest checkpoint, the task's evaluation split, all its examples, DecodeOptions().
     Predictions stream to predictions.partial.jsonl as batches finish; resume=True continues that file
     (after checking it comes from the same prompt, data and decoding), and without it an existing one is refused.
+    Under torchrun every rank calls this and gets the metrics; rank 0 owns the results folder and its partial file.
     """
     started = time.perf_counter()
     task = get_task(cfg.task)  # an unknown task fails here, before anything is loaded or written
@@ -299,34 +316,46 @@ def evaluate(
     _check_choice(checkpoint, baseline, prompt_text, ensemble, decode, limit)
     split = split or _default_split(cfg)
     opts = dataclasses.replace(decode, batch_size=decode.batch_size or cfg.train.eval_batch_size)
-    how = _choose(cfg, checkpoint, baseline, ensemble)
+    d, device = _ranks(cfg)
 
-    device = pick_device(cfg.train.device, cfg.model.dtype)
-    model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
-    model.to(device)
-    prefix_len = _load_prompting(model, tokenizer, cfg, how, prompt_text)
-    ex = _load_examples(cfg, tokenizer, context_window(model.base), prefix_len, split, limit, opts)
+    def load():
+        how = _choose(cfg, checkpoint, baseline, ensemble)  # checked before the model loads
+        model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
+        model.to(device)
+        prefix_len = _load_prompting(model, tokenizer, cfg, how, prompt_text)
+        ex = _load_examples(cfg, tokenizer, context_window(model.base), prefix_len, split, limit, opts)
+        return how, model, tokenizer, ex
+
+    # Rank 0 first: it builds the caches the others read. An error on any rank stops every rank.
+    how, model, tokenizer, ex = parallel.main_first(load, d, device)
     out_dir = results_path(results_dir, cfg, split, how.variant)
     settings = decoding(ex, opts.batch_size, opts.num_beams, tokenizer.decode(how.prefix) if how.prefix else None)
-    partial = PartialPredictions(out_dir, _header(ex, how, settings, limit), resume)
-    resumed = len(partial.done)
+    header = _header(ex, how, settings, limit)
+    partial = parallel.on_main(lambda: PartialPredictions(out_dir, header, resume), d, device)  # rank 0 owns the file
+    skip = set(distributed.broadcast_json(sorted(partial.done) if d.main else None, d, device))
 
     gen_start = time.perf_counter()
     sources = [how.prefix + s for s in ex.sources]
     flags = dict(use_prompt=how.ckpt is not None, ensemble=how.prompts, precision=cfg.train.precision)
-    skip, stream = set(partial.done), partial.append
-    predict(model, tokenizer, sources, task, ex.limits, opts, **flags, progress=progress, skip=skip, on_batch=stream)
-    gen_time = time.perf_counter() - gen_start
-    predictions = [partial.done[i] for i in range(len(ex.sources))]
-    metrics = scored(ex, predictions, how.origin(), settings)
-    metrics.update(_timings(device, gen_time, len(predictions) - resumed, started), results_dir=str(out_dir))
-    if resumed:
-        metrics["resumed"] = resumed  # rows read back from the partial file; the timings are of the rest
-    if how.members:
-        metrics["ensemble"] = how.members_record()
-    write_results(out_dir, metrics, ex, tokenizer, predictions)
-    _track(cfg, Path(results_dir), out_dir.name, metrics, how)
-    return metrics
+    flags |= dict(progress=progress and d.main, skip=skip, share=(d.rank, d.world))
+    generate = functools.partial(predict, model, tokenizer, sources, task, ex.limits, opts, **flags)
+    parallel.generate_together(generate, partial.append if d.main else None, d, device)  # all rows on rank 0
+    gen_time = time.perf_counter() - gen_start  # on rank 0: until every rank's last batch has arrived
+
+    def finish() -> dict[str, Any]:
+        predictions = [partial.done[i] for i in range(len(ex.sources))]
+        metrics = scored(ex, predictions, how.origin(), settings)
+        timings = _timings(device, d, gen_time, len(predictions) - len(skip), started)
+        metrics.update(timings, results_dir=str(out_dir))
+        if skip:
+            metrics["resumed"] = len(skip)  # rows read back from the partial file; the timings are of the rest
+        if how.members:
+            metrics["ensemble"] = how.members_record()
+        write_results(out_dir, metrics, ex, tokenizer, predictions)
+        _track(cfg, Path(results_dir), out_dir.name, metrics, how)
+        return metrics
+
+    return distributed.broadcast_json(parallel.on_main(finish, d, device), d, device)
 
 
 def _track(cfg: Config, results_dir: Path, variant: str, metrics: dict[str, Any], how: _Prompting) -> None:
@@ -355,9 +384,10 @@ def _header(ex: Examples, how: _Prompting, settings: dict[str, Any], limit: int 
     }
 
 
-def _timings(device: torch.device, gen_time: float, n_generated: int, started: float) -> dict[str, Any]:
+def _timings(device: torch.device, d, gen_time: float, n_generated: int, started: float) -> dict[str, Any]:
     return {
-        "device": device_name(device),
+        "device": device_name(device),  # rank 0's, under torchrun
+        "world_size": d.world,
         "generation_s": round(gen_time, 3),
         "examples_per_s": _rate(n_generated, gen_time),
         "wall_time_s": round(time.perf_counter() - started, 3),
@@ -411,39 +441,52 @@ def evaluate_all(
             f"checkpoints given for {', '.join(sorted(set(checkpoints) - set(cfgs)))}, "
             f"which no config is for (tasks: {', '.join(cfgs)})"
         )
-    ckpts = {t: resolve_checkpoint(cfg, checkpoints.get(t)) for t, cfg in cfgs.items()}
-    metas = {t: _prompt_meta(ckpts[t], cfg) for t, cfg in cfgs.items()}
     opts = dataclasses.replace(
         decode, batch_size=decode.batch_size or min(c.train.eval_batch_size for c in cfgs.values())
     )
-
     first = next(iter(cfgs.values()))
-    device, precision = pick_device(first.train.device, first.model.dtype), first.train.precision
-    model, tokenizer = build_model(first.model, seed=first.train.seed)
-    model.to(device)
-    base, base_id = model.base, first.model.name_or_path
-    prompts = dict(zip(cfgs, load_prompts(base, list(ckpts.values()), base_id=base_id), strict=True))
-    multi, window = MultiPromptModel(base, prompts, base_id=base_id), context_window(base)
-    examples = {
-        t: _load_examples(cfg, tokenizer, window, prompts[t].shape[0], split or _default_split(cfg), limit, opts)
-        for t, cfg in cfgs.items()
-    }
-    per_task, speed = _mixed_pass(multi, tokenizer, examples, opts, precision, progress)
+    d, device = _ranks(first)
+    precision, base_id = first.train.precision, first.model.name_or_path
+
+    def load():
+        ckpts = {t: resolve_checkpoint(cfg, checkpoints.get(t)) for t, cfg in cfgs.items()}
+        metas = {t: _prompt_meta(ckpts[t], cfg) for t, cfg in cfgs.items()}
+        model, tokenizer = build_model(first.model, seed=first.train.seed)
+        model.to(device)
+        prompts = dict(zip(cfgs, load_prompts(model.base, list(ckpts.values()), base_id=base_id), strict=True))
+        multi, window = MultiPromptModel(model.base, prompts, base_id=base_id), context_window(model.base)
+        examples = {
+            t: _load_examples(cfg, tokenizer, window, prompts[t].shape[0], split or _default_split(cfg), limit, opts)
+            for t, cfg in cfgs.items()
+        }
+        return ckpts, metas, tokenizer, prompts, multi, examples
+
+    ckpts, metas, tokenizer, prompts, multi, examples = parallel.main_first(load, d, device)
+    run = dict(precision=precision, progress=progress and d.main, d=d, device=device)
+    per_task, speed = _mixed_pass(multi, tokenizer, examples, opts, **run)
     if compare:
-        speed.update(_separate_runs(multi, prompts, tokenizer, examples, opts, precision, progress, per_task, speed))
-    out = {}
-    for t, ex in examples.items():
-        out_dir = results_path(results_dir, ex.cfg, ex.split, "all")
-        origin = {"checkpoint": str(ckpts[t]), "epoch": metas[t].get("epoch"), "baseline": None}
-        metrics = scored(ex, per_task[t], origin, decoding(ex, opts.batch_size, opts.num_beams, None))
-        metrics.update(_timings(device, speed["mixed_s"], speed["n"], started), results_dir=str(out_dir), speed=speed)
-        write_results(out_dir, metrics, ex, tokenizer, per_task[t])
-        out[t] = metrics
-    return out
+        speed.update(_separate_runs(multi, prompts, tokenizer, examples, opts, per_task, speed, **run))
+
+    def finish() -> dict[str, dict[str, Any]]:
+        out = {}
+        for t, ex in examples.items():
+            out_dir = results_path(results_dir, ex.cfg, ex.split, "all")
+            origin = {"checkpoint": str(ckpts[t]), "epoch": metas[t].get("epoch"), "baseline": None}
+            metrics = scored(ex, per_task[t], origin, decoding(ex, opts.batch_size, opts.num_beams, None))
+            timings = _timings(device, d, speed["mixed_s"], speed["n"], started)
+            metrics.update(timings, results_dir=str(out_dir), speed=speed)
+            write_results(out_dir, metrics, ex, tokenizer, per_task[t])
+            out[t] = metrics
+        return out
+
+    return distributed.broadcast_json(parallel.on_main(finish, d, device), d, device)
 
 
-def _mixed_pass(multi, tokenizer, examples: dict[str, Examples], opts, precision, progress):
-    """Every task's examples as one stream through the MultiPromptModel: ({task: predictions}, speed record)."""
+def _mixed_pass(multi, tokenizer, examples: dict[str, Examples], opts, precision, progress, d, device):
+    """Every task's examples as one stream through the MultiPromptModel: ({task: predictions}, speed record).
+
+    Under torchrun each rank decodes its share of the stream's batches; the predictions are rank 0's alone.
+    """
     stream = [(t, i) for t, ex in examples.items() for i in range(len(ex.sources))]
     sources = [examples[t].sources[i] for t, i in stream]
     tasks = [examples[t].task for t, _ in stream]
@@ -452,9 +495,11 @@ def _mixed_pass(multi, tokenizer, examples: dict[str, Examples], opts, precision
     warm = min(opts.batch_size, len(sources))
     predict_mixed(multi, tokenizer, sources[:warm], tasks[:warm], [1] * warm, opts, precision=precision, progress=False)
     gen_start = time.perf_counter()
-    mixed = predict_mixed(multi, tokenizer, sources, tasks, limits, opts, precision=precision, progress=progress)
+    flags = dict(precision=precision, progress=progress, share=(d.rank, d.world))
+    generate = functools.partial(predict_mixed, multi, tokenizer, sources, tasks, limits, opts, **flags)
+    mixed = parallel.gather_predictions(generate, d, device)
     mixed_s = time.perf_counter() - gen_start
-    per_task = {t: [p for (s, _), p in zip(stream, mixed, strict=True) if s == t] for t in examples}
+    per_task = {t: [mixed[k] for k, (s, _) in enumerate(stream) if s == t] for t in examples} if d.main else {}
     speed: dict[str, Any] = {
         "tasks": list(examples),
         "n": len(stream),
@@ -469,28 +514,21 @@ def _mixed_pass(multi, tokenizer, examples: dict[str, Examples], opts, precision
     return per_task, speed
 
 
-def _separate_runs(multi, prompts, tokenizer, examples, opts, precision, progress, per_task, speed) -> dict[str, Any]:
+def _separate_runs(multi, prompts, tokenizer, examples, opts, per_task, speed, precision, progress, d, device):
     """Time the same examples as one `predict` per task over the same base (what --compare-speed adds)."""
     start = time.perf_counter()
-    separate = {
-        t: predict(
-            SoftPromptModel(multi.base, prompts[t].to(multi.prompts.device), base_id=multi.base_id),
-            tokenizer,
-            ex.sources,
-            ex.task,
-            ex.limits,
-            opts,
-            precision=precision,
-            progress=progress,
-        )
-        for t, ex in examples.items()
-    }
+    flags = dict(precision=precision, progress=progress, share=(d.rank, d.world))
+    separate = {}
+    for t, ex in examples.items():
+        model = SoftPromptModel(multi.base, prompts[t].to(multi.prompts.device), base_id=multi.base_id)
+        generate = functools.partial(predict, model, tokenizer, ex.sources, ex.task, ex.limits, opts, **flags)
+        separate[t] = parallel.gather_predictions(generate, d, device)
     separate_s = time.perf_counter() - start
     return {
         "separate_s": round(separate_s, 3),
         "separate_examples_per_s": _rate(speed["n"], separate_s),
         "ratio": round(separate_s / speed["mixed_s"], 3) if speed["mixed_s"] > 0 else None,
-        "separate_equal": sum(a == b for t in examples for a, b in zip(per_task[t], separate[t], strict=True)),
+        "separate_equal": sum(p == separate[t][i] for t in per_task for i, p in enumerate(per_task[t])),
     }
 
 
@@ -547,11 +585,12 @@ def _by_task(configs: Sequence[Config] | dict[str, Config]) -> dict[str, Config]
 
 
 def _check_one_base(cfgs: dict[str, Config]) -> None:
-    """All tasks share one frozen model: the configs must agree on it, its device and its precision."""
+    """All tasks share one frozen model: the configs must agree on it, its storage, device and precision."""
     fields = {
         "model.name_or_path": lambda c: c.model.name_or_path,
         "model.revision": lambda c: c.model.revision,
         "model.fused_gelu": lambda c: c.model.fused_gelu,
+        "model.dtype": lambda c: c.model.dtype.value,
         "train.device": lambda c: c.train.device,
         "train.precision": lambda c: c.train.precision.value,
     }

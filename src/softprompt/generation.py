@@ -13,7 +13,11 @@ first newline where its task says so (Task.stop_at_newline), and stripped.
 `predict` can skip rows already done and report each finished batch
 (`on_batch`), which is how evaluation streams predictions to disk and resumes:
 the batches are planned over all rows first, so a resumed run decodes exactly
-the batches an uninterrupted one would.
+the batches an uninterrupted one would. `share=(rank, world)` decodes every
+world-th planned batch from the rank's on (how torchrun ranks split an
+evaluation, see parallel.py): sorted longest first, interleaved batches give
+each rank a like mix of lengths, and every batch is one the single process
+decodes, so each prediction is the single process's.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from .tasks import Task
 
 OnBatch = Callable[[list[int], list[str]], None]
 """Called after each batch with its row indices and their predictions."""
+Share = tuple[int, int]
+"""(rank, world): decode the planned batches rank, rank + world, ...; (0, 1): all of them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +75,9 @@ def predict(
     progress: bool = True,
     skip: Collection[int] = (),
     on_batch: OnBatch | None = None,
+    share: Share = (0, 1),
 ) -> list[str | None]:
-    """Predictions for token-id sources (None for the rows of batches wholly in `skip`).
+    """Predictions for token-id sources (None for the rows of batches wholly in `skip`, or not in `share`).
 
     With use_prompt False the base model reads the sources alone (the baselines put their
     text prefix into the sources themselves). With `ensemble` (prompts [P_k, H]) the model's
@@ -94,7 +101,7 @@ def predict(
 
     model.eval()
     _check_limits(limits, sources)
-    batches = [b for b in length_batches(sources, opts.batch_size) if not set(b) <= set(skip)]
+    batches = share_of([b for b in length_batches(sources, opts.batch_size) if not set(b) <= set(skip)], share)
     decode = lambda i, row: _decode(row, tokenizer, eos, task.stop_at_newline)  # noqa: E731
     device = next(model.parameters()).device
     bar = dict(desc=f"generating {task.name}", disable=not progress)
@@ -111,8 +118,11 @@ def predict_mixed(
     *,
     precision: Precision = Precision.FP32,
     progress: bool = True,
-) -> list[str]:
-    """Predictions for a stream of several tasks' sources; row i uses the prompt named tasks[i].name.
+    on_batch: OnBatch | None = None,
+    share: Share = (0, 1),
+) -> list[str | None]:
+    """Predictions for a stream of several tasks' sources (None for rows not in `share`); row i uses the prompt
+    named tasks[i].name.
 
     Batches mix tasks (sorted by source length only); each row keeps its own token limit and its own
     task's newline rule, so it reads as `predict` on that task alone would make it.
@@ -133,11 +143,11 @@ def predict_mixed(
     # context window after its prompt and source (a long qna source has room for 24 tokens, not sum's 64).
     window, lengths = context_window(model.base), model.lengths[model.task_index([t.name for t in tasks])].tolist()
     room = [window - p - len(s) for p, s in zip(lengths, sources, strict=True)]
-    batches = mixed_batches([len(s) for s in sources], limits, room, opts.batch_size)
+    batches = share_of(mixed_batches([len(s) for s in sources], limits, room, opts.batch_size), share)
     decode = lambda i, row: _decode(row, tokenizer, eos, tasks[i].stop_at_newline)  # noqa: E731
     device = model.prompts.device
     bar = dict(desc="generating all tasks", disable=not progress)
-    return _generate_batched(sources, limits, batches, generate, decode, pad, device, precision, None, bar)
+    return _generate_batched(sources, limits, batches, generate, decode, pad, device, precision, on_batch, bar)
 
 
 def _check_limits(limits: list[int], sources: list[list[int]]) -> None:
@@ -150,6 +160,12 @@ def length_batches(sources: list[list[int]], batch_size: int) -> list[list[int]]
     # Longest first: similar lengths share a batch, and running out of memory shows up at once.
     order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def share_of(batches: list[list[int]], share: Share) -> list[list[int]]:
+    """The planned batches a rank decodes: every world-th from its rank on (see the module docstring)."""
+    rank, world = share
+    return batches[rank::world]
 
 
 def mixed_batches(lengths: list[int], limits: list[int], room: list[int], batch_size: int) -> list[list[int]]:
