@@ -49,6 +49,7 @@ METRICS_KEYS = {
     "results_dir",
     "split_size",
     "sample",
+    "world_size",
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
