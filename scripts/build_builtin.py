@@ -1,4 +1,4 @@
-"""Rebuild builtin:tiny-tasks, the small GPT-2 pretrained on the synthetic tasks (about 31 minutes on 2 cores).
+"""Rebuild builtin:tiny-tasks, the small GPT-2 pretrained on the synthetic tasks (31-46 minutes on 2 cores).
 
     nohup python scripts/build_builtin.py --out models/tiny-tasks > build.log 2>&1 &
 

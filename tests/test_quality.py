@@ -24,7 +24,8 @@ from softprompt.train import train
 TASKS = ("qna", "sum", "tx")
 SHORT = ["model.init=text"]  # the smoke training itself, from the text init that PEFT shares
 LIMIT = 100  # test examples scored per variant (a seeded sample of the 200)
-MARGIN = {"qna": 50, "sum": 50, "tx": 30}  # points the tuned prompt must beat the better baseline by
+MARGIN = {"qna": 80, "sum": 80, "tx": 80}  # points the tuned prompt must beat the better baseline by
+GAP = 5  # points the tuned prompt may stay below the oracle (issue #10's target)
 ORACLE = {"qna": "reply with the place", "sum": "keep the opening lines", "tx": "turn each word over"}
 
 
@@ -52,8 +53,8 @@ def test_a_short_training_beats_both_baselines_by_a_wide_margin(tuned, task, tmp
     baselines = {
         b: score(evaluate(cfg, baseline=b, limit=LIMIT, results_dir=tmp_path, progress=False)) for b in ("none", "hard")
     }
-    # Margins well under what the smoke runs measured (tuned vs the better baseline: EM 94.0 vs 0, ROUGE-L 89.2
-    # vs 0.8, BLEU 65.3 vs 0 on all 200 test examples), and far above what a broken pipeline scores.
+    # Margins well under what the smoke runs measured (tuned vs the better baseline: EM 100 vs 0, ROUGE-L 99.8
+    # vs 0.6, BLEU 98.8 vs 0 on all 200 test examples), and far above what a broken pipeline scores.
     assert all(b <= tuned_score / 2 for b in baselines.values()), (task, tuned_score, baselines)
     assert tuned_score - max(baselines.values()) >= MARGIN[task], (task, tuned_score, baselines)
 
@@ -93,7 +94,16 @@ def test_a_prompt_trained_by_peft_scores_as_ours(tuned, tmp_path):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_the_pretraining_instruction_as_a_hard_prompt_does_the_task(task, tmp_path):
-    """The oracle: what the frozen model can do when told in its own words (measured 100, 99.95, 100)."""
+    """The oracle: what the frozen model can do when told in its own words (measured 99.5, 99.9, 98.6)."""
     cfg = load_config(f"configs/smoke/{task}.yaml")
     oracle = evaluate(cfg, baseline="text", prompt_text=ORACLE[task], limit=LIMIT, results_dir=tmp_path, progress=False)
     assert score(oracle) >= 95, (task, score(oracle))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_the_tuned_prompt_reaches_what_the_model_can_do(tuned, task, tmp_path):
+    """Tuning reaches the oracle: within GAP points of the pretraining instruction given as a hard prompt."""
+    cfg, metrics = tuned[task]
+    oracle = evaluate(cfg, baseline="text", prompt_text=ORACLE[task], limit=LIMIT, results_dir=tmp_path, progress=False)
+    assert score(metrics) >= score(oracle) - GAP, (task, score(metrics), score(oracle))

@@ -1,8 +1,8 @@
 """Pretrain `builtin:tiny-tasks`: a small GPT-2 that can do the synthetic tasks when told which behaviour.
 
-    python scripts/build_builtin.py --out models/tiny-tasks        # ~31 minutes on 2 CPU cores
+    python scripts/build_builtin.py --out models/tiny-tasks        # 31-46 minutes on 2 CPU cores
 
-Each training sequence is [instruction + "\\n"] [source] [target] [EOS], the source
+Each training sequence is [instruction (+ "\\n")] [source] [target] [EOS], the source
 and target built by `data.encode_example` exactly as prompt tuning builds them, so
 the model learns the very format a soft prompt later steers. The instruction
 (`synthetic.INSTRUCTIONS`) selects one of the two behaviours of the record's task;
