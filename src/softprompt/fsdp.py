@@ -5,9 +5,9 @@
 Each transformer block is one FSDP unit and the whole SoftPromptModel is the root unit, holding the
 rest (embeddings, final norm, LM head). A rank keeps 1/world of every unit's parameters and gathers a
 unit whole only while it runs (its forward, then again in backward; the root from its forward to the end
-of the backward), so it holds about 1/world of the base plus the root and one block. The root is the SoftPromptModel, not the base, because its forward looks
-up the token embeddings the prompt goes in front of: outside the root's forward those weights are
-shards (DTensors).
+of the backward), so it holds about 1/world of the base plus the root and one block. The root is the
+SoftPromptModel, not the base, because its forward looks up the token embeddings the prompt goes in front
+of: outside the root's forward those weights are shards (DTensors).
 
 The prompt [P, H] is left out of sharding (`ignored_params`): every rank holds it whole, so the
 optimizer, checkpoints and --resume see it exactly as in a single process, and `average_prompt_grad`
