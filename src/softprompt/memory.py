@@ -1,6 +1,6 @@
 """How much memory prompt tuning a model takes: its weights per dtype and rank, and its activations.
 
-    python scripts/memory_table.py            # the README's "Bigger models" table
+    python scripts/memory_table.py            # the table in docs/bigger-models.md
 
 Nothing is allocated: the model is built and run under PyTorch's FakeTensorMode (tensors with shapes and
 dtypes but no storage, dispatched as on a CPU), so a 70B model takes a second. Activations are not estimated
@@ -19,9 +19,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import Precision
+from .devices import DTYPES
+
 GiB = 2**30
-BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+BYTES = {p.value: t.itemsize for p, t in DTYPES.items()}  # "bf16" -> 2
 
 
 def model_configs() -> dict[str, object]:
@@ -87,15 +89,16 @@ def footprint(
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import AutoModelForCausalLM
-    from transformers.modeling_layers import GradientCheckpointingLayer
 
     from .hub import fuse_gelu
+    from .model import transformer_blocks
 
+    torch_dtype = DTYPES[Precision(dtype)]
     with FakeTensorMode() if fake else contextlib.nullcontext(), _no_packed_sequence_check():
-        base = fuse_gelu(AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype]))
+        base = fuse_gelu(AutoModelForCausalLM.from_config(config, dtype=torch_dtype))
         base.requires_grad_(False)
         base.eval()
-        blocks = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+        blocks = transformer_blocks(base)
         frozen = {id(t) for t in (*base.parameters(), *base.buffers())}
         saved: dict[int, int] = {}  # tensor id -> bytes (a tensor saved twice counts once)
         per_block: dict[int, int] = {}
@@ -116,7 +119,7 @@ def footprint(
         ids = torch.zeros(batch, length - prompt, dtype=torch.long)
         targets = min(targets, length)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            embeds = torch.cat([soft.to(DTYPES[dtype]).expand(batch, -1, -1), base.get_input_embeddings()(ids)], 1)
+            embeds = torch.cat([soft.to(torch_dtype).expand(batch, -1, -1), base.get_input_embeddings()(ids)], 1)
             out = base.base_model(inputs_embeds=embeds, use_cache=False)[0]
             logits = base.get_output_embeddings()(out[:, -targets:])
             F.cross_entropy(logits.float().flatten(0, 1), torch.zeros(batch * targets, dtype=torch.long))
@@ -145,7 +148,7 @@ def count(n: int) -> str:
 
 
 def memory_table(world: int = 8, batch: int = 2, length: int = 1024) -> str:
-    """The README's table, in Markdown (GiB = 2^30 bytes)."""
+    """The table of docs/bigger-models.md, in Markdown (GiB = 2^30 bytes)."""
     rows = [
         "| model | parameters | weights fp32 | weights bf16 | bf16 per rank, FSDP N=" + f"{world}"
         + f" | activations bf16, {batch} × {length:,} | with gradient checkpointing |",

@@ -365,11 +365,6 @@ class Run:
     """perf_counter() at the last step line."""
 
     @property
-    def sharded(self) -> bool:
-        """train.strategy fsdp under torchrun: the base is sharded and the prompt's gradient averaged here."""
-        return self.d.enabled and self.cfg.train.strategy is Strategy.FSDP
-
-    @property
     def prompt_meta(self) -> dict[str, Any]:
         m = self.cfg.model
         return {
@@ -603,7 +598,7 @@ def forward_backward(run: Run, batch, i: int, group_size: int, last_of_group: bo
             bad = sums.first_bad
             sums.first_bad = torch.where((bad == 0) & ~finite, torch.full_like(bad, i + 1), bad)
         run.scaler.scale(loss / group_size).backward()
-    if run.sharded and last_of_group:
+    if last_of_group and isinstance(run.model, FSDPModule):  # sharded (train.strategy fsdp): average it here
         fsdp.average_prompt_grad(run.model, run.d)
     return loss
 
