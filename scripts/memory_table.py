@@ -1,4 +1,4 @@
-"""Print the README's memory table: prompt tuning's weights and activations for gpt2 up to a 70B Llama.
+"""Print the memory table of docs/bigger-models.md: prompt tuning's weights and activations for gpt2 up to a 70B Llama.
 
     python scripts/memory_table.py                 # N = 8 ranks, batch 2 × 1,024 positions
     python scripts/memory_table.py --world 4 --length 2048
