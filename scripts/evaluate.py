@@ -87,7 +87,7 @@ def main(argv=None):
             results = evaluate_all(configs, compare=a.compare_speed, **common)
         else:
             choice = dict(baseline=a.baseline, prompt_text=a.prompt_text, ensemble=a.ensemble)
-            results = {configs[0].task: evaluate(configs[0], a.checkpoint, **choice, resume=a.resume, **common)}
+            results = {configs[0].task.name: evaluate(configs[0], a.checkpoint, **choice, resume=a.resume, **common)}
             for baseline in ("none", "hard") if a.with_baselines else ():
                 results[baseline] = evaluate(configs[0], baseline=baseline, resume=a.resume, **common)
     for metrics in results.values() if d.main else ():

@@ -173,7 +173,7 @@ def test_random_yaml_configs_load_or_raise_config_errors(document, overrides):
     if error is not None:  # a refusal names where the problem is: the file, or the --set override
         assert error.startswith((f"{path}: ", "--set ")), error
     else:  # a config that loads is one the training code can use as it stands
-        assert isinstance(cfg, Config) and cfg.task in TASKS
+        assert isinstance(cfg, Config) and cfg.task.name in TASKS
         assert cfg.train.lr > 0 and cfg.train.batch_size >= 1 and cfg.model.prompt_length >= 1 and cfg.train.epochs >= 1
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from .config import load_config
 from .evaluate import evaluate
-from .tasks import get_task
 from .train import train
 
 
@@ -48,11 +47,15 @@ def run_grid(config: str | Path, out_dir: str | Path, log: Callable[[str], None]
     """Train and score every variant into out_dir; returns one row per variant (also written as table.md/png)."""
     out_dir = Path(out_dir).resolve()  # a relative train.output_dir would be read relative to the config file
     base = load_config(config)
-    key, label = get_task(base.task).headline
+    key, label = base.task.headline
     rows = []
     for v in grid():
         slug = "".join(c if c.isalnum() else "-" for c in f"{v.question}-{v.name}").strip("-")
-        sets = [*v.overrides, f"run_name=ablation-{base.task}-{slug}", f"train.output_dir={out_dir / 'checkpoints'}"]
+        sets = [
+            *v.overrides,
+            f"run_name=ablation-{base.task.name}-{slug}",
+            f"train.output_dir={out_dir / 'checkpoints'}",
+        ]
         cfg = load_config(config, sets)
         started = time.perf_counter()
         train(cfg, overwrite=True, quiet=True, echo=lambda line: None, results_dir=None)
@@ -82,7 +85,7 @@ def run_grid(config: str | Path, out_dir: str | Path, log: Callable[[str], None]
             "train_s": 0.0,
         }
     )
-    write_table(rows, out_dir, config, base.task)
+    write_table(rows, out_dir, config, base.task.name)
     return rows
 
 

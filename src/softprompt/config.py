@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .tasks import TASKS
+from .tasks import TASKS, Task
 
 
 class PromptInit(str, enum.Enum):
@@ -255,8 +255,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Config:
-    task: str
-    """qna | sum | tx."""
+    task: Task
+    """The task (a name in tasks.TASKS in the YAML), resolved once at load: `cfg.task.name`, `cfg.task.metric`."""
     run_name: str = ""
     """Checkpoints go to <train.output_dir>/<run_name>/; default: the config's path below configs/."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -270,7 +270,9 @@ class Config:
         return Path(self.train.output_dir) / self.run_name
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        """Plain data, as the YAML holds it (the task by its name)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return _plain({**fields, "task": self.task.name} | {k: dataclasses.asdict(fields[k]) for k in _SECTIONS})
 
 
 # ---------------------------------------------------------------- loading
@@ -351,7 +353,7 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{source}: {len(problems)} problems in the config:\n{listing}")
     return Config(
-        task=raw["task"],
+        task=TASKS[raw["task"]],
         run_name=run_name or default_run_name(source),
         source=str(source),
         **sections,

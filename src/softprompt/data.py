@@ -25,7 +25,7 @@ import torch
 
 from .config import Config
 from .errors import SoftPromptError, first_line, offline_message
-from .tasks import Task, get_task, record_problem
+from .tasks import Task, record_problem
 from .testing import Hooks
 
 SPLITS = ("train", "validation", "test")
@@ -128,7 +128,7 @@ def load_raw(cfg: Config, splits: tuple[str, ...], cap_eval: bool = True) -> dic
     """
     import datasets
 
-    task = get_task(cfg.task)
+    task = cfg.task
     if cfg.data.files:
         files = {split: Path(p) for split, p in cfg.data.files.items()}
         if "train" not in files:
@@ -217,7 +217,7 @@ def encode_example(record: dict[str, Any], task: Task, tokenizer, budget: int, m
 def load_task_data(
     cfg: Config, tokenizer, window: int, splits: tuple[str, ...] = ("train", "validation"), cap_eval: bool = True
 ) -> TaskData:
-    task = get_task(cfg.task)
+    task = cfg.task
     budget = source_budget(cfg, window)
     raw = load_raw(cfg, splits, cap_eval)
     out, cut_src, cut_tgt = {}, {}, {}

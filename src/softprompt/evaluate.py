@@ -126,7 +126,7 @@ def token_limits(cfg: Config, sources: list[list[int]], max_new_tokens: int | No
                 "the room the source budget leaves in the context window; raise data.max_target_tokens"
             )
         return [max_new_tokens] * len(sources)
-    return [min(room, get_task(cfg.task).new_tokens(room))] * len(sources)
+    return [min(room, cfg.task.new_tokens(room))] * len(sources)
 
 
 def resolve_checkpoint(cfg: Config, checkpoint: str | Path | None) -> Path:
@@ -154,7 +154,7 @@ def sample_indices(size: int, n: int, seed: int = SAMPLE_SEED) -> list[int]:
 
 def _load_examples(cfg: Config, tokenizer, window: int, prefix_len: int, split: str, limit: int | None, decode):
     """The split's examples (a seeded sample of `limit`), their sources cut to leave room for the prefix."""
-    task = get_task(cfg.task)
+    task = cfg.task
     data_cfg, window = _room_for_prefix(cfg, window, prefix_len)
     data = load_task_data(data_cfg, tokenizer, window, splits=(split,), cap_eval=False)
     ds = data.splits[split]
@@ -197,14 +197,14 @@ def _room_for_prefix(cfg: Config, window: int, prefix_len: int) -> tuple[Config,
 
 
 def _default_split(cfg: Config) -> str:
-    return cfg.data.eval_split or get_task(cfg.task).eval_split
+    return cfg.data.eval_split or cfg.task.eval_split
 
 
 def _prompt_meta(ckpt: Path, cfg: Config) -> dict[str, Any]:
     """The prompt's metadata; fails fast on a bad checkpoint or one of another task, before the model loads."""
     _, meta = read_prompt(ckpt)
-    if meta.get("task", cfg.task) != cfg.task:
-        raise SoftPromptError(f"{ckpt}: the prompt was trained for task '{meta['task']}', not '{cfg.task}'")
+    if meta.get("task", cfg.task.name) != cfg.task.name:
+        raise SoftPromptError(f"{ckpt}: the prompt was trained for task '{meta['task']}', not '{cfg.task.name}'")
     return meta
 
 
@@ -311,7 +311,7 @@ def evaluate(
     Under torchrun every rank calls this and gets the metrics; rank 0 owns the results folder and its partial file.
     """
     started = time.perf_counter()
-    task = get_task(cfg.task)  # an unknown task fails here, before anything is loaded or written
+    task = cfg.task
     decode = decode or DecodeOptions()
     _check_choice(checkpoint, baseline, prompt_text, ensemble, decode, limit)
     split = split or _default_split(cfg)
@@ -406,7 +406,7 @@ def baseline_prefix(cfg: Config, tokenizer, baseline: str | None, prompt_text: s
     reads "<words>\nContext: ..." rather than the words glued onto the source's first word.
     """
     if baseline == "hard":
-        text = cfg.model.init_text or get_task(cfg.task).init_words
+        text = cfg.model.init_text or cfg.task.init_words
     elif baseline == "text":
         text = prompt_text
     else:
@@ -570,14 +570,13 @@ def speed_line(results: dict[str, dict[str, Any]]) -> str:
 
 def _by_task(configs: Sequence[Config] | dict[str, Config]) -> dict[str, Config]:
     """{task: config}, in the order given, with one config per task; an unknown task fails here."""
-    items = list(configs.items()) if isinstance(configs, dict) else [(c.task, c) for c in configs]
+    items = list(configs.items()) if isinstance(configs, dict) else [(c.task.name, c) for c in configs]
     if not items:
         raise SoftPromptError("no configs given")
     out: dict[str, Config] = {}
     for name, cfg in items:
-        get_task(cfg.task)
-        if name != cfg.task:
-            raise SoftPromptError(f"{cfg.source} is a config for task '{cfg.task}', given as '{name}'")
+        if name != cfg.task.name:
+            raise SoftPromptError(f"{cfg.source} is a config for task '{cfg.task.name}', given as '{name}'")
         if name in out:
             raise SoftPromptError(f"two configs for task '{name}': {out[name].source} and {cfg.source}")
         out[name] = cfg

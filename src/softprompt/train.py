@@ -368,7 +368,7 @@ class Run:
     def prompt_meta(self) -> dict[str, Any]:
         m = self.cfg.model
         return {
-            "task": self.cfg.task,
+            "task": self.cfg.task.name,
             "init": m.init.value,
             "init_text": m.init_text,
             "softprompt_version": __version__,
