@@ -25,7 +25,6 @@ No pickle: tensors go to safetensors, everything else to JSON.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import SoftPromptError, first_line
+from .files import fsync, sha256, write_text_atomic
 from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel, read_prompt
 from .testing import Hooks
 
@@ -65,33 +65,6 @@ def position(ckpt: Path) -> tuple[int, int] | None:
     """
     m = _NAME.fullmatch(ckpt.name)
     return (int(m[1]), int(m[2] or 0)) if m else None
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace a small text file so that a reader sees the old text or the new, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
 
 
 def nonfinite_problem(model: SoftPromptModel, losses: dict[str, Any]) -> str | None:
@@ -170,8 +143,8 @@ def _write_state(tmp: Path, optimizer, where: dict, config: dict, more: dict, ho
     meta = {**where, "optimizer": optim_meta, "config": config, "sha256": sums, **more}
     (tmp / STATE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     for f in tmp.iterdir():
-        _fsync(f)
-    _fsync(tmp)
+        fsync(f)
+    fsync(tmp)
 
 
 def _publish(run_dir: Path, tmp: Path, final: Path, hooks: Hooks | None) -> None:
@@ -179,7 +152,7 @@ def _publish(run_dir: Path, tmp: Path, final: Path, hooks: Hooks | None) -> None
     if final.exists():  # a resumed run re-writing an epoch the crashed run had reached
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync(run_dir)
+    fsync(run_dir)
     if hooks is not None:
         hooks.crash_point("latest")
     try:

@@ -17,7 +17,6 @@ weights, byte for byte (a different count changes float summation order).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -33,6 +32,7 @@ import torch
 from . import synthetic
 from .builtin import record_strings
 from .data import encode_example, generation_batch, training_batch
+from .files import sha256
 from .tasks import get_task
 
 MANIFEST = "manifest.json"
@@ -277,11 +277,3 @@ def build(out_dir: str | Path, recipe: Recipe, command: str, log: Callable[[str]
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
