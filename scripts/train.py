@@ -12,7 +12,8 @@ import argparse
 
 from softprompt.config import load_config
 from softprompt.errors import run_cli
-from softprompt.train import EXIT_PREEMPTED, Preempted, train
+from softprompt.preemption import EXIT_PREEMPTED, Preempted
+from softprompt.train import train
 
 
 def main(argv=None):

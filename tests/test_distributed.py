@@ -10,15 +10,15 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, free_port, run_script
-from softprompt.distributed import Dist, shard
+from softprompt.distributed import Dist, split_batches
 
 
 def test_shard_gives_each_rank_its_accum_slice_of_every_global_batch():
     batches = [[i] for i in range(11)]
-    r0, dropped = shard(batches, Dist(rank=0, world=2), accum=2)
-    r1, _ = shard(batches, Dist(rank=1, world=2), accum=2)
+    r0, dropped = split_batches(batches, Dist(rank=0, world=2), accum=2)
+    r1, _ = split_batches(batches, Dist(rank=1, world=2), accum=2)
     assert r0 == [[0], [1], [4], [5]] and r1 == [[2], [3], [6], [7]] and dropped == 3
-    assert shard(batches, Dist(), accum=2) == (batches, 0)
+    assert split_batches(batches, Dist(), accum=2) == (batches, 0)
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from conftest import ROOT, run_script
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError, run_cli
-from softprompt.train import Preempted, train
+from softprompt.preemption import Preempted
+from softprompt.train import train
 from test_preemption import signal_at_step
 
 CONFIG = ROOT / "tests" / "configs" / "smoke" / "qna.yaml"

@@ -20,7 +20,7 @@ import test_reliability
 from conftest import ROOT, free_port
 from softprompt.checkpoint import latest_checkpoint, verify
 from softprompt.errors import SoftPromptError
-from softprompt.train import EXIT_PREEMPTED, Preempted
+from softprompt.preemption import EXIT_PREEMPTED, Preempted
 from test_reliability import ARGS, RUN, assert_same_as_reference, epochs_on_disk, train_here
 
 train_module = sys.modules["softprompt.train"]  # (the package's `train` attribute is the function)
@@ -31,10 +31,11 @@ def signal_at_step(monkeypatch, step, sig):
     """Send this process `sig` right after optimizer step `step` (a real signal, to the real handler)."""
     real = train_module.optimizer_step
 
-    def stepping(run):
-        real(run)
-        if run.global_step == step:
+    def stepping(trained, pos, *rest):
+        norm = real(trained, pos, *rest)
+        if pos.global_step == step:
             signal.raise_signal(sig)
+        return norm
 
     monkeypatch.setattr(train_module, "optimizer_step", stepping)
 

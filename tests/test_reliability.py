@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_script
+from softprompt import testing
 from softprompt.checkpoint import latest_checkpoint, save_checkpoint, verify
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
@@ -248,6 +249,19 @@ def test_a_nan_loss_with_on_nonfinite_skip_drops_that_batch_and_goes_on(referenc
     assert verify(tmp_path / RUN / "epoch_004") is None
     logged = [json.loads(l) for l in (tmp_path / RUN / "log.jsonl").read_text().splitlines()]
     assert [r["skipped_batches"] for r in logged if r["type"] == "epoch"] == [1, 0, 0, 0]  # the skip is counted
+
+
+def test_the_hooks_count_per_run_and_do_nothing_outside_one(monkeypatch):
+    """Each `armed()` run counts its own batches: two runs in one process both get their 2nd batch NaN."""
+    monkeypatch.setenv("SOFTPROMPT_TEST_NAN_BATCH", "2")
+
+    def labelled() -> bool:
+        return bool(testing.batch_built({"labels": torch.ones(1, 3, dtype=torch.long)})["labels"].ne(-100).any())
+
+    for _ in range(2):
+        with testing.armed():
+            assert [labelled(), labelled(), labelled()] == [True, False, True]
+    assert labelled() and labelled()  # outside a run: no batch is touched
 
 
 def test_a_checkpoint_is_never_written_from_a_nan_prompt_or_loss(tiny, tmp_path):

@@ -39,10 +39,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import testing
 from .errors import SoftPromptError, first_line
 from .files import fsync, sha256, write_text_atomic
 from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel, read_prompt
-from .testing import Hooks
 
 STATE_FILE = "trainer_state.safetensors"
 STATE_META = "trainer_state.json"
@@ -86,14 +86,14 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     micro_batch: int = 0,
     scaler: torch.amp.GradScaler | None = None,
-    hooks: Hooks | None = None,
     world_size: int = 1,
 ) -> Path:
     """Write epoch_<epoch>/ (or epoch_<epoch>_step_<micro_batch>/) atomically and point `latest` at it.
 
-    Refuses (SoftPromptError) when the prompt or a loss in `extra` is NaN or
+    `epoch`: epochs done; `micro_batch`: micro-batches (per process) into the next; `global_step`: optimizer
+    steps taken. Refuses (SoftPromptError) when the prompt or a loss in `extra` is NaN or
     infinite, so the last good checkpoint stays the newest one. Afterwards
-    deletes the mid-epoch checkpoints older than this one. `hooks`: the run's test hooks. `world_size`: the
+    deletes the mid-epoch checkpoints older than this one. `world_size`: the
     processes training, each `micro_batch` micro-batches into the epoch (so another number can resume it).
     """
     final = checkpoint_dir(run_dir, epoch, micro_batch)
@@ -117,7 +117,7 @@ def save_checkpoint(
     try:
         tmp.mkdir(parents=True)
         model.save_prompt(tmp, **prompt_meta, epoch=epoch, **({"micro_batch": micro_batch} if micro_batch else {}))
-        _write_state(tmp, optimizer, where, config, more, hooks)
+        _write_state(tmp, optimizer, where, config, more)
     except (OSError, SafetensorError) as err:  # a full disk, most likely: the half-written folder goes
         shutil.rmtree(tmp, ignore_errors=True)
         last = latest_checkpoint(run_dir, warn=lambda msg: None)
@@ -125,7 +125,7 @@ def save_checkpoint(
         raise SoftPromptError(
             f"cannot write checkpoint {final} ({_reason(err)}); {kept}: free some space and continue with --resume"
         ) from err
-    _publish(run_dir, tmp, final, hooks)
+    _publish(run_dir, tmp, final)
     return final
 
 
@@ -133,12 +133,11 @@ def _reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or first_line(err)
 
 
-def _write_state(tmp: Path, optimizer, where: dict, config: dict, more: dict, hooks: Hooks | None) -> None:
+def _write_state(tmp: Path, optimizer, where: dict, config: dict, more: dict) -> None:
     """The optimizer tensors and trainer_state.json (position, config, SHA-256s, `more`) into tmp, flushed."""
     tensors, optim_meta = _optimizer_tensors(optimizer)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATE_FILE))
-    if hooks is not None:
-        hooks.crash_point("checkpoint")
+    testing.point("checkpoint")
     sums = {name: sha256(tmp / name) for name in HASHED}
     meta = {**where, "optimizer": optim_meta, "config": config, "sha256": sums, **more}
     (tmp / STATE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -147,14 +146,13 @@ def _write_state(tmp: Path, optimizer, where: dict, config: dict, more: dict, ho
     fsync(tmp)
 
 
-def _publish(run_dir: Path, tmp: Path, final: Path, hooks: Hooks | None) -> None:
+def _publish(run_dir: Path, tmp: Path, final: Path) -> None:
     """Rename the finished tmp folder to its real name, move `latest`, drop superseded mid-epoch checkpoints."""
     if final.exists():  # a resumed run re-writing an epoch the crashed run had reached
         shutil.rmtree(final)
     os.rename(tmp, final)
     fsync(run_dir)
-    if hooks is not None:
-        hooks.crash_point("latest")
+    testing.point("latest")
     try:
         write_text_atomic(run_dir / LATEST, final.name + "\n")
     except OSError as err:  # the checkpoint is whole under its name, which is what resume and evaluation look for

@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
+from . import testing
 from .config import Config
 from .errors import SoftPromptError, first_line, offline_message
 from .tasks import Task, record_problem
-from .testing import Hooks
 
 SPLITS = ("train", "validation", "test")
 
@@ -288,16 +288,17 @@ def generation_batch(sources: list[list[int]], pad_id: int) -> dict[str, torch.T
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-def iter_batches(
-    ds, batches: list[list[int]], pad_id: int, hooks: Hooks | None = None
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Training batches of `ds` in the given order; `hooks`: a run's test hooks (counted, maybe NaN)."""
+def build_batch(ds, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """The training batch of `ds`'s rows `idx` (one Arrow read)."""
+    cols = ds[idx]
+    pairs = zip(cols["source_ids"], cols["target_ids"], strict=True)
+    return training_batch([{"source_ids": s, "target_ids": t} for s, t in pairs], pad_id)
+
+
+def iter_batches(ds, batches: list[list[int]], pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Training batches of `ds` in the given order, each counted by the test hooks (`testing.batch_built`)."""
     for idx in batches:
-        cols = ds[idx]  # one Arrow read per batch
-        pairs = zip(cols["source_ids"], cols["target_ids"], strict=True)
-        rows = [{"source_ids": s, "target_ids": t} for s, t in pairs]
-        batch = training_batch(rows, pad_id)
-        yield hooks.batch_built(batch) if hooks is not None else batch
+        yield testing.batch_built(build_batch(ds, idx, pad_id))
 
 
 def lengths_of(ds) -> list[int]:

@@ -3,7 +3,7 @@
     torchrun --nproc_per_node 4 scripts/train.py --config configs/sum.yaml
 
 Each rank takes its share of every global batch from the same seeded order
-(see `shard`), gradients are averaged by DistributedDataParallel (with
+(see `split_batches`), gradients are averaged by DistributedDataParallel (with
 train.strategy: fsdp, by fsdp.average_prompt_grad), and only rank 0 prints,
 logs, draws progress bars and writes checkpoints.
 """
@@ -70,7 +70,7 @@ def barrier(d: Dist) -> None:
 
 
 @contextlib.contextmanager
-def main_first(d: Dist):
+def rank0_first(d: Dist):
     """Rank 0 runs the block first (builds caches), the others after it, reading them."""
     if not d.main:
         barrier(d)
@@ -79,8 +79,8 @@ def main_first(d: Dist):
         barrier(d)
 
 
-def shard(batches: list[list[int]], d: Dist, accum: int) -> tuple[list[list[int]], int]:
-    """This rank's micro-batches: of each run of world × accum micro-batches, the rank's `accum`.
+def split_batches(batches: list[list[int]], d: Dist, accum: int) -> tuple[list[list[int]], int]:
+    """This rank's micro-batches of the epoch: of each run of world × accum micro-batches, the rank's `accum`.
 
     A single process with grad_accum_steps = world × accum steps over exactly
     the same global batches. A last incomplete global batch is dropped (every
@@ -94,17 +94,18 @@ def shard(batches: list[list[int]], d: Dist, accum: int) -> tuple[list[list[int]
     return mine, len(batches) - usable
 
 
-def global_index(i: int, d: Dist, accum: int) -> int:
-    """The position of this rank's i-th micro-batch in the epoch's single-process order (see `shard`)."""
+def global_index(micro_batch: int, d: Dist, accum: int) -> int:
+    """Where this rank's `micro_batch`-th micro-batch of the epoch is in the single-process order (see
+    `split_batches`): the number the log's "Step" shows."""
     if not d.enabled:
-        return i
-    group, k = divmod(i, accum)
+        return micro_batch
+    group, k = divmod(micro_batch, accum)
     return group * d.world * accum + d.rank * accum + k
 
 
-def round_indices(i: int, d: Dist, accum: int) -> list[int]:
-    """The global indices every rank runs at its i-th micro-batch (rank order): one per rank."""
-    return [global_index(i, Dist(r, d.world), accum) for r in range(d.world)]
+def round_indices(micro_batch: int, d: Dist, accum: int) -> list[int]:
+    """The global indices every rank runs at its `micro_batch`-th micro-batch (rank order): one per rank."""
+    return [global_index(micro_batch, Dist(r, d.world), accum) for r in range(d.world)]
 
 
 def all_sum(value: torch.Tensor, d: Dist) -> torch.Tensor:

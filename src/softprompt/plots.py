@@ -12,34 +12,10 @@ pyplot's global backend alone.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import SoftPromptError
-
-LOG_FILE = "log.jsonl"
-
-
-def read_log(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
-    """(step records, epoch records) of a run's log.jsonl, in file order."""
-    path = Path(run_dir) / LOG_FILE
-    if not path.is_file():
-        raise SoftPromptError(f"{path} not found: is {run_dir} a run directory (checkpoints/<run>)?")
-    steps, epochs = [], []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SoftPromptError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from err
-        if record.get("type") == "step":
-            steps.append(record)
-        elif record.get("type") == "epoch":
-            epochs.append(record)
-    if not steps and not epochs:
-        raise SoftPromptError(f"{path} holds no loss records yet")
-    return steps, epochs
+from .runlog import read_log
 
 
 def plot_losses(run_dir: str | Path, out_png: str | Path) -> Path:

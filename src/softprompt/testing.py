@@ -2,9 +2,11 @@
 
     SOFTPROMPT_TEST_CRASH=checkpoint-pause python scripts/train.py --config tests/configs/smoke/qna.yaml
 
-Production code asks a `Hooks` object (built by `Hooks.from_env()` at the start of a run and passed down)
-whether to fail here; with the variables unset every hook is a no-op. Counters live in that object, not
-in module globals, so two runs in one process (the tests) never see each other's counts.
+Production code calls `testing.point("checkpoint")` where a test may make it fail, and passes each built
+batch through `testing.batch_built(batch)`; with the variables unset both do nothing. `train()` runs inside
+`with testing.armed():`, which reads the variables once and starts the counts at zero in a context variable,
+so two runs in one process (the tests, threads too) never see each other's counts, and no production
+signature carries a hook.
 
 SOFTPROMPT_TEST_CRASH=<point>[@N]
     exit with status 137, as `kill -9` would, the N-th time (default: the first; `*`: every time) the run
@@ -20,10 +22,13 @@ SOFTPROMPT_TEST_NAN_BATCH=N
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -68,7 +73,35 @@ class Hooks:
 
     def batch_built(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Count a built batch; the SOFTPROMPT_TEST_NAN_BATCH-th loses its labels."""
+        if not self.nan_batch:
+            return batch
         self.built += 1
         if self.built == self.nan_batch:
             batch["labels"].fill_(-100)
         return batch
+
+
+_CURRENT: ContextVar[Hooks | None] = ContextVar("softprompt_test_hooks", default=None)
+"""The running training run's hooks; None outside `armed()`."""
+_IDLE = Hooks()
+"""What runs outside `armed()` ask: no crash, no NaN (it never counts, so it stays as it is)."""
+
+
+@contextlib.contextmanager
+def armed() -> Iterator[Hooks]:
+    """One run's hooks, read from the environment now, counts from zero; the previous ones back afterwards."""
+    token = _CURRENT.set(Hooks.from_env())
+    try:
+        yield _CURRENT.get()
+    finally:
+        _CURRENT.reset(token)
+
+
+def point(name: str) -> None:
+    """A place where SOFTPROMPT_TEST_CRASH may kill (pause, slow) the run: `eval`, `checkpoint`, `latest`."""
+    (_CURRENT.get() or _IDLE).crash_point(name)
+
+
+def batch_built(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Count a batch the run built; the SOFTPROMPT_TEST_NAN_BATCH-th comes back with no labelled token."""
+    return (_CURRENT.get() or _IDLE).batch_built(batch)
