@@ -13,7 +13,7 @@ from conftest import ROOT, free_port, run_script
 from softprompt.distributed import Dist, split_batches
 
 
-def test_shard_gives_each_rank_its_accum_slice_of_every_global_batch():
+def test_split_batches_gives_each_rank_its_accum_slice_of_every_global_batch():
     batches = [[i] for i in range(11)]
     r0, dropped = split_batches(batches, Dist(rank=0, world=2), accum=2)
     r1, _ = split_batches(batches, Dist(rank=1, world=2), accum=2)
