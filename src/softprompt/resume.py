@@ -68,7 +68,8 @@ def prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path:
 
 
 def write_config(cfg: Config, run_dir: Path) -> None:
-    """<run>/config.yaml: the config as trained (what evaluation and --resume compare with)."""
+    """<run>/config.yaml: the resolved config of the run, for people and other tools (resume compares with
+    the copy inside each checkpoint)."""
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     try:
         (run_dir / CONFIG_FILE).write_text(text, encoding="utf-8")
