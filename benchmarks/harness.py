@@ -59,8 +59,8 @@ from softprompt.config import Precision
 from softprompt.data import generation_batch, training_batch
 from softprompt.devices import autocast, pick_device
 from softprompt.errors import SoftPromptError
-from softprompt.hub import fuse_gelu
-from softprompt.model import SoftPromptModel, enable_checkpointing, init_prompt
+from softprompt.model import SoftPromptModel, init_prompt
+from softprompt.surgery import enable_checkpointing, fuse_gelu
 
 ROWS = ("ours/fp32", "peft/fp32", "forward/fp32", "full/fp32", "lora/fp32", "ours/bf16", "peft/bf16", "forward/bf16")
 ABLATIONS = ("ours-gelunew/fp32", "ours-ckpt/fp32", "ours-bf16base/bf16")

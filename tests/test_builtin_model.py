@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from softprompt import builtin
+from softprompt.builtin import MANIFEST, WEIGHTS
 from softprompt.config import ModelConfig
 from softprompt.errors import SoftPromptError
+from softprompt.files import sha256
 from softprompt.hub import load_base
-from softprompt.pretrain import MANIFEST, WEIGHTS, Recipe, pretrain, sha256
+from softprompt.pretrain import Recipe, pretrain
 
 FOLDER = Path(__file__).resolve().parents[1] / "models" / "tiny-tasks"
 

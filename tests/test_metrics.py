@@ -13,8 +13,9 @@ from softprompt.metrics import (
     f1,
     normalize_answer,
     rouge,
-    score,
+    strict_exact_match,
 )
+from softprompt.tasks import TASKS, get_task
 
 ROUGE_KEYS = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
 
@@ -301,30 +302,45 @@ def test_bleu_errors():
 
 
 # --------------------------------------------------------------------------- #
-# score() dispatch
+# strict exact match
+# --------------------------------------------------------------------------- #
+def test_strict_exact_match_does_not_normalise():
+    # SQuAD's EM drops the articles, leaving "cat" on both sides; the strict one compares the strings.
+    assert exact_match(["the a cat"], [["cat a the"]]) == 100.0
+    assert exact_match(["The cat!"], [["cat"]]) == 100.0
+    assert strict_exact_match(["The cat!"], [["cat"]]) == 0.0
+    assert strict_exact_match(["the a cat"], [["cat a the"]]) == 0.0
+    # max over the references, mean over examples: (1 + 0) / 2
+    assert strict_exact_match(["cat a the", "x"], [["no", "cat a the"], "y"]) == 50.0
+    with pytest.raises(ValueError, match="same length"):
+        strict_exact_match(["a"], [])
+
+
+# --------------------------------------------------------------------------- #
+# Task.score: each task's own metric
 # --------------------------------------------------------------------------- #
 def test_score_qna():
     # EM: "red ball" vs ["a red ball"] -> "red ball" == "red ball" -> 100
     # F1: identical tokens -> 100
-    result = score("qna", ["red ball"], [["a red ball"]])
+    result = TASKS["qna"].score(["red ball"], [["a red ball"]])
     assert result == {"exact_match": 100.0, "f1": pytest.approx(100.0)}
 
 
 def test_score_sum():
-    result = score("sum", ["the cat sat"], ["the cat ran"])
+    result = TASKS["sum"].score(["the cat sat"], [["the cat ran"]])
     assert set(result) == ROUGE_KEYS
     assert result["rouge1"] == pytest.approx(200 / 3, abs=1e-2)  # P = R = 2/3
 
 
 def test_score_tx():
-    result = score("tx", ["the cat sat on the"], ["the cat sat on the mat"])
+    result = TASKS["tx"].score(["the cat sat on the"], [["the cat sat on the mat"]])
     assert set(result) == {"bleu", "chrf", "signature"}
     assert result["bleu"] == pytest.approx(100 * math.exp(-0.2), abs=1e-2)  # BP only
 
 
 def test_score_errors():
     with pytest.raises(ValueError, match="unknown task"):
-        score("classification", ["a"], ["a"])
-    for task, refs in [("qna", [["a"], ["b"]]), ("sum", ["a", "b"]), ("tx", ["a", "b"])]:
+        get_task("classification")
+    for task in TASKS.values():
         with pytest.raises(ValueError, match="same length"):
-            score(task, ["a"], refs)
+            task.score(["a"], [["a"], ["b"]])

@@ -197,7 +197,7 @@ def test_gradient_checkpointing_recomputes_the_blocks_with_the_base_in_eval_mode
     # nothing; ours must really recompute every block in the backward pass, and change no number.
     import copy
 
-    from softprompt.model import enable_checkpointing
+    from softprompt.surgery import enable_checkpointing
 
     base, tokenizer = tiny
     prompt = init_prompt(base, tokenizer, "vocab", 4, seed=3)

@@ -32,11 +32,15 @@ import tempfile
 from pathlib import Path
 
 from .errors import SoftPromptError
+from .files import sha256
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = ("tiny-gpt2", "tiny-tasks")
 SHIPPED = ("tiny-tasks",)
 """Built-ins that ship in the repository (models/<name>/) rather than being built on first use."""
+MANIFEST = "manifest.json"
+"""A shipped model's manifest: its recipe, accuracy and the SHA-256 of its weights (written by pretrain.py)."""
+WEIGHTS = "model.safetensors"
 VOCAB_SIZE = 1024
 EOS = "<|endoftext|>"
 _ARCH = dict(n_layer=2, n_head=4, n_embd=64, n_positions=256, n_inner=256)
@@ -45,18 +49,12 @@ _LM_STEPS, _LM_BATCH, _LM_SEQ, _LM_LR = 300, 8, 128, 3e-3
 _VERSION = 2  # bump when the recipe changes, so caches are rebuilt
 
 
-def samples_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "data" / "samples"
-
-
 def models_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "models"
 
 
 def shipped_path(name: str) -> Path:
     """models/<name>/, after checking its weights against the SHA-256 in its manifest."""
-    from .pretrain import MANIFEST, WEIGHTS, sha256
-
     folder = models_dir() / name
     manifest = folder / MANIFEST
     if not manifest.is_file():
@@ -119,6 +117,8 @@ def builtin_path(name_or_path: str) -> Path:
 
 
 def _corpus() -> list[str]:
+    from .data import samples_dir  # imported here: data imports torch and datasets' helpers, needed only to build
+
     root = samples_dir()
     files = sorted(root.glob("*/*.jsonl")) if root.is_dir() else []
     if not files:

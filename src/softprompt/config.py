@@ -28,6 +28,9 @@ import yaml
 from .errors import ConfigError
 from .tasks import TASKS, Task
 
+SPLITS = ("train", "validation", "test")
+"""The splits a dataset may have (data.files' keys, data.eval_split's values)."""
+
 
 class PromptInit(str, enum.Enum):
     """How the prompt vectors start (a str Enum, so YAML strings compare directly)."""
@@ -157,14 +160,14 @@ class DataConfig:
         for name in ("carve_validation", "carve_test"):
             if getattr(self, name) < 1:
                 out.append(f"data.{name} must be at least 1, got {getattr(self, name)}")
-        if self.eval_split is not None and self.eval_split not in ("train", "validation", "test"):
-            out.append(f"data.eval_split must be train, validation or test, got '{self.eval_split}'")
+        if self.eval_split is not None and self.eval_split not in SPLITS:
+            out.append(f"data.eval_split must be {_or(SPLITS)}, got '{self.eval_split}'")
         if self.files is not None:
             if not self.files:
                 out.append("data.files must name at least a train file")
             for split in self.files:
-                if split not in ("train", "validation", "test"):
-                    out.append(f"data.files has split '{split}'; splits are train, validation and test")
+                if split not in SPLITS:
+                    out.append(f"data.files has split '{split}'; splits are {_and(SPLITS)}")
         return out
 
 
@@ -314,34 +317,14 @@ def _known_task(value: Any) -> bool:
 def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") -> Config:
     """Build and validate a Config from plain data, reporting every problem at once."""
     source = Path(source)
-    problems: list[str] = []
-    problems += _unknown_keys(raw, _TOP_KEYS, "")
-    if "task" not in raw:
-        problems.append(f"task is required (one of {', '.join(TASKS)})")
-    elif not _known_task(raw["task"]):
-        problems.append(
-            f"task must be one of {', '.join(TASKS)}, got '{raw['task']}'{_suggest(str(raw['task']), list(TASKS))}"
-        )
-    sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        value = raw.get(name) or {}
-        if not isinstance(value, dict):
-            problems.append(f"{name} must be a mapping of keys to values, got {type(value).__name__}")
-            continue
-        kwargs, section_problems = _convert_fields(cls, value, name)
-        problems += section_problems
-        if name == "model" and kwargs.get("init_text") is None and _known_task(raw.get("task")):
-            kwargs["init_text"] = TASKS[raw["task"]].init_words
-        if name == "data" and kwargs.get("files"):
-            kwargs["files"] = {k: str(_relative_to(source, v)) for k, v in kwargs["files"].items()}
-        if name == "train" and "output_dir" in kwargs:
-            kwargs["output_dir"] = str(_relative_to(source, kwargs["output_dir"]))
-        # Fields that failed to convert are left out (defaulted) so range checks still report the rest.
-        section = cls(**kwargs)
-        problems += section.problems()
-        sections[name] = section
+    problems = _unknown_keys(raw, _TOP_KEYS, "") + _task_problems(raw)
+    task = TASKS[raw["task"]] if _known_task(raw.get("task")) else None
+    sections, section_problems = _sections(raw, source, task)
+    problems += section_problems
     if "model" in sections and "train" in sections:
         problems += sections["train"].cross_problems(sections["model"])
+    if task is not None and "data" in sections:
+        problems += _data_source_problems(task, sections["data"])
     run_name = raw.get("run_name")
     if run_name is not None and (
         not isinstance(run_name, str) or not run_name or "/" in run_name or run_name in (".", "..")
@@ -352,12 +335,50 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
     if problems:  # all of them at once, so one edit fixes the file
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{source}: {len(problems)} problems in the config:\n{listing}")
-    return Config(
-        task=TASKS[raw["task"]],
-        run_name=run_name or default_run_name(source),
-        source=str(source),
-        **sections,
-    )
+    return Config(task=task, run_name=run_name or default_run_name(source), source=str(source), **sections)
+
+
+def _task_problems(raw: dict[str, Any]) -> list[str]:
+    if "task" not in raw:
+        return [f"task is required (one of {', '.join(TASKS)})"]
+    if not _known_task(raw["task"]):
+        got = str(raw["task"])
+        return [f"task must be one of {', '.join(TASKS)}, got '{raw['task']}'{_suggest(got, list(TASKS))}"]
+    return []
+
+
+def _sections(raw: dict[str, Any], source: Path, task: Task | None) -> tuple[dict[str, Any], list[str]]:
+    """The model, data and train sections built from `raw`, and the problems found in them."""
+    sections: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, cls in _SECTIONS.items():
+        value = raw.get(name) or {}
+        if not isinstance(value, dict):
+            problems.append(f"{name} must be a mapping of keys to values, got {type(value).__name__}")
+            continue
+        kwargs, section_problems = _convert_fields(cls, value, name)
+        problems += section_problems
+        if name == "model" and kwargs.get("init_text") is None and task is not None:
+            kwargs["init_text"] = task.init_words
+        if name == "data" and kwargs.get("files"):
+            kwargs["files"] = {k: str(_relative_to(source, v)) for k, v in kwargs["files"].items()}
+        if name == "train" and "output_dir" in kwargs:
+            kwargs["output_dir"] = str(_relative_to(source, kwargs["output_dir"]))
+        # Fields that failed to convert are left out (defaulted) so range checks still report the rest.
+        section = cls(**kwargs)
+        problems += section.problems()
+        sections[name] = section
+    return sections, problems
+
+
+def _data_source_problems(task: Task, data: DataConfig) -> list[str]:
+    """A task with no Hub dataset (a local-only task) needs data.files (or data.dataset)."""
+    if task.dataset is None and data.dataset is None and data.files is None:
+        return [
+            f"data.files is required: task '{task.name}' has no Hub dataset; set data.files to local JSON Lines "
+            "files per split (e.g. {train: train.jsonl, validation: validation.jsonl}), or data.dataset to a Hub id"
+        ]
+    return []
 
 
 def default_run_name(path: Path) -> str:
@@ -405,6 +426,14 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[str], path: Path) -> d
             raw[section] = {}
         raw[section][name] = value
     return raw
+
+
+def _or(words) -> str:
+    return ", ".join(words[:-1]) + f" or {words[-1]}"
+
+
+def _and(words) -> str:
+    return ", ".join(words[:-1]) + f" and {words[-1]}"
 
 
 def _unknown_keys(given: dict[str, Any], known, prefix: str) -> list[str]:
@@ -459,6 +488,12 @@ def _convert(value: Any, tp) -> Any:
         if isinstance(value, str) and value in choices:
             return tp(value)
         raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}{_suggest(str(value), choices)}")
+    if tp in (bool, int, float, str):
+        return _convert_scalar(value, tp)
+    return _convert_container(value, tp)
+
+
+def _convert_scalar(value: Any, tp) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -476,10 +511,12 @@ def _convert(value: Any, tp) -> Any:
             except ValueError:
                 pass
         raise TypeError(f"must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError(f"must be a string, got {value!r}")
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"must be a string, got {value!r}")
+
+
+def _convert_container(value: Any, tp) -> Any:
     origin = typing.get_origin(tp)
     if origin is tuple:
         args = typing.get_args(tp)

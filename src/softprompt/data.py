@@ -24,11 +24,14 @@ from typing import Any
 import torch
 
 from . import testing
-from .config import Config
+from .config import SPLITS, Config
 from .errors import SoftPromptError, first_line, offline_message
 from .tasks import Task, record_problem
 
-SPLITS = ("train", "validation", "test")
+
+def samples_dir() -> Path:
+    """data/samples/ of the repository: small hand-written files of each task in the Hub schema (the smoke data)."""
+    return Path(__file__).resolve().parents[2] / "data" / "samples"
 
 
 @dataclass
@@ -157,7 +160,7 @@ def load_raw(cfg: Config, splits: tuple[str, ...], cap_eval: bool = True) -> dic
                 raise
             raise SoftPromptError(offline_message("dataset", name, err)) from err
     dd = dict(dd)
-    missing = [s for s in ("validation", "test") if s not in dd]
+    missing = [s for s in SPLITS[1:] if s not in dd]  # the held-out splits, which can be carved from train
     carved = sum({"validation": cfg.data.carve_validation, "test": cfg.data.carve_test}[s] for s in missing)
     # Carve whenever train is big enough, not only when a carved split is asked for: training must drop the
     # examples that evaluation will score. (A train split too small to carve trains as it is, and asking

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torch import nn
-
 from .builtin import BUILTIN_PREFIX, builtin_path
 from .config import ModelConfig
 from .devices import DTYPES
 from .errors import SoftPromptError, first_line, offline_message
+from .surgery import fuse_gelu
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -58,26 +57,6 @@ def load_base(cfg: ModelConfig):
     base.eval()
     base.requires_grad_(False)
     return base, tokenizer
-
-
-def fuse_gelu(base: nn.Module) -> nn.Module:
-    """Swap every gelu_new module of `base` for the fused tanh GELU, in place; returns `base`.
-
-    gelu_new computes 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) in eight element-wise ops, each keeping a
-    [B, L, 4H] tensor for the backward pass; F.gelu(approximate="tanh") is the same formula as one op that keeps
-    only its input (they differ by float rounding: at most ~5e-7 in fp32).
-    """
-    from transformers.activations import GELUTanh, NewGELUActivation
-
-    swapped = 0
-    for module in list(base.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, NewGELUActivation):
-                setattr(module, name, GELUTanh())
-                swapped += 1
-    if swapped and getattr(base.config, "activation_function", None) == "gelu_new":
-        base.config.activation_function = "gelu_pytorch_tanh"  # what the modules now are, should it be saved
-    return base
 
 
 def context_window(base) -> int:

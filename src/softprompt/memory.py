@@ -90,8 +90,7 @@ def footprint(
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import AutoModelForCausalLM
 
-    from .hub import fuse_gelu
-    from .model import transformer_blocks
+    from .surgery import fuse_gelu, transformer_blocks
 
     torch_dtype = DTYPES[Precision(dtype)]
     with FakeTensorMode() if fake else contextlib.nullcontext(), _no_packed_sequence_check():

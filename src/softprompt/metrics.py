@@ -13,9 +13,9 @@ imported, so the module can be used on its own.
 * ``tx`` (translation): :func:`bleu` -- corpus-level sacreBLEU BLEU and chrF
   with sacreBLEU defaults (13a tokenisation), one reference per example.
 
-:func:`score` scores with a task's own metric (``softprompt.tasks``, the one
-place that says which metric a task uses); the functions above need nothing
-else from ``softprompt``.
+:func:`strict_exact_match` is exact match without any normalisation, for a
+task whose answers are exact strings (word order, case and articles count).
+Which metric a task uses is said by its ``softprompt.tasks.Task`` (``Task.score``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = [
     "f1",
     "rouge",
     "bleu",
-    "score",
+    "strict_exact_match",
     "ROUGE_TYPES",
 ]
 
@@ -132,6 +132,16 @@ def exact_match(predictions: list[str], references: list[list[str]]) -> float:
     return _squad_metric(_em_single, predictions, references)
 
 
+def strict_exact_match(predictions: list[str], references: list[list[str]]) -> float:
+    """Exact match without normalisation, 0-100: an example scores 1 if its prediction equals one of its
+    references character for character (no lower-casing, no punctuation or article removal, whitespace as it is).
+
+    So "the a cat" against "cat a the" scores 0 (SQuAD's :func:`exact_match` scores it 100). ``references[i]``
+    is a list of acceptable answers or a bare string. Raises ``ValueError`` on length mismatch or empty input.
+    """
+    return _squad_metric(lambda prediction, reference: float(prediction == reference), predictions, references)
+
+
 def f1(predictions: list[str], references: list[list[str]]) -> float:
     """SQuAD v1.1 token F1, 0-100.
 
@@ -199,19 +209,3 @@ def bleu(predictions: list[str], references: list[str]) -> dict:
         "chrf": float(chrf_score.score),
         "signature": str(bleu_metric.get_signature()),
     }
-
-
-# --------------------------------------------------------------------------- #
-# dispatch
-# --------------------------------------------------------------------------- #
-def score(task, predictions, references) -> dict:
-    """Score predictions with ``task``'s metric (a ``softprompt.tasks.Task`` or its name).
-
-    ``references`` are in the metric's own form: a list of answers per example
-    for a multi-reference task (qna), one string per example otherwise (sum, tx).
-    Raises ``ValueError`` for a task the registry does not hold.
-    """
-    from .tasks import get_task  # here, so the metric functions above import nothing from softprompt
-
-    task = get_task(task) if isinstance(task, str) else task
-    return task.metric(predictions, references)

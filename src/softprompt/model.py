@@ -17,7 +17,6 @@ padded row sees exactly what it would see alone.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import PromptInit
 from .errors import SoftPromptError
+from .surgery import model_type, transformer_blocks  # noqa: F401 (fsdp.py imports them from here)
 
 PROMPT_FILE = "prompt.safetensors"
 PROMPT_META = "prompt.json"
@@ -251,40 +250,3 @@ def build_model(model_cfg, seed: int = 0) -> tuple[SoftPromptModel, Any]:
     prompt = init_prompt(base, tokenizer, model_cfg.init, model_cfg.prompt_length, model_cfg.init_text, seed)
     model = SoftPromptModel(base, prompt, keep_dropout=model_cfg.keep_dropout, base_id=model_cfg.name_or_path)
     return model, tokenizer
-
-
-def transformer_blocks(base: nn.Module) -> list[nn.Module]:
-    """The base's transformer blocks (what gradient checkpointing and FSDP act on), in order; [] if unknown."""
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    return [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
-
-
-def model_type(base: nn.Module) -> str:
-    return getattr(base.config, "model_type", type(base).__name__)
-
-
-def enable_checkpointing(base: nn.Module) -> int:
-    """Recompute each transformer block's activations in the backward pass; returns how many blocks.
-
-    Hugging Face's own switch (gradient_checkpointing_enable) acts only while a block is in training
-    mode, and the frozen base stays in eval mode (dropout off), so it would silently do nothing. This
-    wraps every block's forward in torch.utils.checkpoint whatever the mode, whenever autograd records.
-    """
-    blocks = transformer_blocks(base)
-    if not blocks:
-        raise SoftPromptError(
-            f"train.gradient_checkpointing: no transformer blocks found in model type '{model_type(base)}'; "
-            "set it to false"
-        )
-    for block in blocks:
-        block.forward = functools.partial(_checkpointed, block.forward)
-    return len(blocks)
-
-
-def _checkpointed(forward, *args, **kwargs):
-    if not torch.is_grad_enabled():  # evaluation and generation: nothing to save memory for
-        return forward(*args, **kwargs)
-    # Non-reentrant checkpointing takes keyword arguments and restores the RNG state, so dropout masks
-    # (model.keep_dropout) are the same in the recomputation.
-    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)

@@ -30,13 +30,12 @@ from typing import Any
 import torch
 
 from . import synthetic
-from .builtin import record_strings
+from .builtin import MANIFEST, WEIGHTS, record_strings
 from .data import encode_example, generation_batch, training_batch
 from .files import sha256
+from .surgery import fuse_gelu
 from .tasks import get_task
 
-MANIFEST = "manifest.json"
-WEIGHTS = "model.safetensors"
 EOS = "<|endoftext|>"
 TEMPLATE_WORDS = "Context: Question: Answer: Article: Summary: Bulgarian: English:"
 
@@ -174,8 +173,6 @@ def lr_at(step: int, r: Recipe) -> float:
 
 def pretrain(recipe: Recipe, steps: int | None = None, log: Callable[[str], None] = print):
     """(model, tokenizer, losses): the recipe run for `steps` (default recipe.steps) optimizer steps."""
-    from .hub import fuse_gelu
-
     torch.set_num_threads(recipe.threads)
     tokenizer = train_tokenizer(recipe)
     model = new_model(recipe, tokenizer)

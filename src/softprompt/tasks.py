@@ -13,7 +13,9 @@ Everything task-specific lives on the `Task`: the metric function and the
 metrics the summary line prints, whether references come several per example,
 the token limit of a prediction and where a prediction stops. `TASKS` is the
 one registry: configs, training, evaluation, the report and the error messages
-read the task names from it, so a new task is one entry here (and a config).
+read the task names from it, so a new task is one entry here (and a config and
+its data). A task's metric is any function of (predictions, references); it
+need not live in metrics.py (which also offers `strict_exact_match`).
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ from . import metrics
 from .errors import SoftPromptError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Task:
+    """One task. Only the fields without a default must be given; a local-only task needs no Hub id."""
+
     name: str
-    dataset: str
-    dataset_config: str | None
-    eval_split: str
-    """The split evaluate.py scores by default (SQuAD has no test split)."""
     init_words: str
+    """The words model.init_text defaults to (init 'words' makes one prompt vector per word)."""
     required: tuple[str, ...]
     """Fields every record must carry (checked at load, with the file and line); `[]`: a list of strings."""
     pieces: Callable[[dict[str, Any]], tuple[str, str, str]]
@@ -42,21 +43,33 @@ class Task:
     """record -> the training target (without EOS)."""
     references: Callable[[dict[str, Any]], list[str]]
     """record -> the reference(s) a prediction is scored against."""
-    stop_at_newline: bool
-    """Cut predictions at the first newline (not for summaries, whose sentences are newline-separated)."""
     metric: Callable[[list[str], list[Any]], dict[str, Any]]
-    """(predictions, references) -> scores, e.g. metrics.rouge; see multi_reference for the references' form."""
-    multi_reference: bool
-    """True: the metric takes a list of references per example (SQuAD's answers); False: one string each."""
+    """(predictions, references) -> scores, e.g. metrics.rouge or a function of the task's own; see
+    multi_reference for the references' form."""
     metrics: tuple[tuple[str, str], ...]
     """(key in the scores, label) of the metrics the summary line and the report print, in order."""
-    headline: tuple[str, str]
-    """The one of `metrics` that sums a result up (the report's bars, the ablation table), e.g. ("bleu", "BLEU")."""
+    headline: tuple[str, str] | None = None
+    """The one of `metrics` that sums a result up (the report's bars, the ablation table), e.g. ("bleu", "BLEU");
+    None: the first of `metrics`."""
+    dataset: str | None = None
+    """Hub dataset id; None: the task has local files only (a config must then set data.files)."""
+    dataset_config: str | None = None
+    """Hub dataset configuration name (e.g. 3.0.0)."""
+    eval_split: str = "test"
+    """The split evaluate.py scores by default (SQuAD has no test split)."""
+    stop_at_newline: bool = True
+    """Cut predictions at the first newline (not for summaries, whose sentences are newline-separated)."""
+    multi_reference: bool = False
+    """True: the metric takes a list of references per example (SQuAD's answers); False: one string each."""
     new_tokens: Callable[[int], int] = lambda max_target_tokens: max_target_tokens
     """data.max_target_tokens -> the token limit of one prediction, at most data.max_target_tokens (the room the
     source budget reserves in the context window). By default all of it: as many as a training target holds."""
 
     def __post_init__(self) -> None:
+        if not self.metrics:
+            raise ValueError(f"task {self.name}: metrics must name at least one (key, label)")
+        if self.headline is None:
+            object.__setattr__(self, "headline", self.metrics[0])
         if self.headline not in self.metrics:
             raise ValueError(f"task {self.name}: headline {self.headline} is not one of its metrics {self.metrics}")
 

@@ -39,11 +39,12 @@ from .data import batch_order, build_batch, iter_batches, lengths_of, load_task_
 from .devices import autocast, pick_device
 from .errors import SoftPromptError
 from .hub import context_window
-from .model import SoftPromptModel, build_model, enable_checkpointing
+from .model import SoftPromptModel, build_model
 from .plots import plot_losses
 from .preemption import StopRequest, stop_here
 from .resume import Start, batch_seed, earlier_run, prepare_run_dir, restore, write_config
 from .runlog import LOG_FILE, RunLog, RunningSums
+from .surgery import enable_checkpointing
 
 
 @dataclass(frozen=True)
