@@ -24,15 +24,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .config import PromptInit
 from .errors import SoftPromptError
+from .prompt_file import PROMPT_FILE, PROMPT_META, read_prompt  # PROMPT_FILE, read_prompt: also imported from here
 from .surgery import model_type, transformer_blocks  # noqa: F401 (fsdp.py imports them from here)
-
-PROMPT_FILE = "prompt.safetensors"
-PROMPT_META = "prompt.json"
 
 
 @dataclass
@@ -148,38 +146,6 @@ def same_base(a: str, b: str) -> bool:
     from .builtin import builtin_name
 
     return a == b or (builtin_name(a) or a) == (builtin_name(b) or b)
-
-
-def read_prompt(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
-    """(prompt [P, H] fp32, metadata) from a prompt folder, with clear errors for bad files.
-
-    A folder without prompt.safetensors may hold a PEFT prompt-tuning adapter
-    instead (adapter_config.json + adapter_model.safetensors): see peft_compat.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise SoftPromptError(f"{directory}: prompt/checkpoint directory not found")
-    tensor_path, meta_path = directory / PROMPT_FILE, directory / PROMPT_META
-    if not tensor_path.is_file():
-        from .peft_compat import ADAPTER_CONFIG, read_peft_adapter  # imported here: peft_compat imports this module
-
-        if (directory / ADAPTER_CONFIG).is_file():
-            return read_peft_adapter(directory)
-        raise SoftPromptError(f"{directory}: no {PROMPT_FILE} in this directory (nor a PEFT adapter)")
-    try:
-        tensors = load_file(str(tensor_path))
-    except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
-        raise SoftPromptError(f"{tensor_path}: not a readable safetensors file ({err})") from err
-    prompt = tensors.get("prompt")
-    if prompt is None or prompt.dim() != 2:
-        raise SoftPromptError(f"{tensor_path}: expected one 2-D tensor named 'prompt'")
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise SoftPromptError(f"{meta_path}: not valid JSON ({err})") from err
-    return prompt.float(), meta
 
 
 def insert_prompt(embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 
     export_peft("checkpoints/sum/epoch_009", "out/sum-peft")
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("gpt2"), "out/sum-peft")
-    prompt, meta = read_prompt("out/sum-peft")      # any PEFT prompt-tuning adapter folder
+    prompt, meta = read_prompt("out/sum-peft")      # any PEFT prompt-tuning adapter folder (prompt_file.py)
 
 An adapter folder, as PEFT's `save_pretrained` writes it for prompt tuning:
 
@@ -29,17 +29,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .errors import SoftPromptError
 from .hub import resolve_model_path
-from .model import PROMPT_FILE, PROMPT_META, read_prompt
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PEFT_KEY = "prompt_embeddings"
-"""The tensor name PEFT's get_peft_model_state_dict gives a prompt-tuning adapter."""
+from .prompt_file import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_KEY, PROMPT_FILE, PROMPT_META, read_prompt
 
 
 def export_peft(checkpoint_dir: str | Path, out_dir: str | Path, base_model: str | None = None) -> Path:
@@ -80,60 +74,6 @@ def export_peft(checkpoint_dir: str | Path, out_dir: str | Path, base_model: str
     _write_json(out_dir / ADAPTER_CONFIG, config)
     _write_json(out_dir / PROMPT_META, {**meta, "base_model": name})
     return out_dir
-
-
-def read_peft_adapter(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
-    """(prompt [P, H] fp32, metadata) from a PEFT prompt-tuning adapter folder (see read_prompt).
-
-    The metadata is what adapter_config.json says (base model, sizes),
-    updated by a prompt.json beside it when there is one.
-    """
-    directory = Path(directory)
-    config = _read_json(directory / ADAPTER_CONFIG)
-    peft_type = config.get("peft_type")
-    if peft_type != "PROMPT_TUNING":
-        raise SoftPromptError(
-            f"{directory / ADAPTER_CONFIG}: a PEFT {peft_type} adapter, not a prompt-tuning one (PROMPT_TUNING)"
-        )
-    if (config.get("num_transformer_submodules") or 1) != 1:
-        raise SoftPromptError(
-            f"{directory / ADAPTER_CONFIG}: an encoder-decoder adapter (one prompt per submodule); "
-            "only causal-LM prompts load here"
-        )
-    weights = directory / ADAPTER_WEIGHTS
-    if not weights.is_file():
-        raise SoftPromptError(f"{directory}: no {ADAPTER_WEIGHTS} (adapters saved as pickled .bin files are not read)")
-    try:
-        tensors = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
-        raise SoftPromptError(f"{weights}: not a readable safetensors file ({err})") from err
-    prompt = tensors.get(PEFT_KEY)
-    if prompt is None or prompt.dim() != 2:
-        raise SoftPromptError(f"{weights}: expected one 2-D tensor named '{PEFT_KEY}'")
-    virtual = config.get("num_virtual_tokens")
-    if virtual is not None and virtual != prompt.shape[0]:
-        raise SoftPromptError(
-            f"{directory}: {ADAPTER_CONFIG} says num_virtual_tokens={virtual} but {PEFT_KEY} has {prompt.shape[0]} rows"
-        )
-    meta: dict[str, Any] = {
-        "base_model": config.get("base_model_name_or_path") or "",
-        "hidden_size": prompt.shape[1],
-        "prompt_length": prompt.shape[0],
-        "format": "peft",
-    }
-    if (directory / PROMPT_META).is_file():
-        meta.update(_read_json(directory / PROMPT_META))
-    return prompt.float(), meta
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SoftPromptError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise SoftPromptError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:

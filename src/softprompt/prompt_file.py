@@ -1,0 +1,123 @@
+"""Reading a saved prompt: our prompt folder, or a PEFT prompt-tuning adapter folder.
+
+    prompt, meta = read_prompt("checkpoints/smoke-sum/epoch_003")   # prompt [P, H] fp32, metadata dict
+
+Our folder:   prompt.safetensors (one tensor `prompt` [P, H]) + prompt.json (base model, sizes, the run's details)
+PEFT's:       adapter_config.json + adapter_model.safetensors (`prompt_embeddings` [P, H]); see peft_compat.py,
+              which writes one from ours.
+
+Writing our format is `SoftPromptModel.save_prompt` (model.py); this module only reads, so both model.py and
+peft_compat.py can import it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from .errors import SoftPromptError
+
+PROMPT_FILE = "prompt.safetensors"
+PROMPT_META = "prompt.json"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_KEY = "prompt_embeddings"
+"""The tensor name PEFT's get_peft_model_state_dict gives a prompt-tuning adapter."""
+
+
+def read_prompt(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
+    """(prompt [P, H] fp32, metadata) from a prompt folder, with clear errors for bad files.
+
+    A folder without prompt.safetensors may hold a PEFT prompt-tuning adapter
+    instead (adapter_config.json + adapter_model.safetensors), as PEFT saves it.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SoftPromptError(f"{directory}: prompt/checkpoint directory not found")
+    tensor_path, meta_path = directory / PROMPT_FILE, directory / PROMPT_META
+    if not tensor_path.is_file():
+        if (directory / ADAPTER_CONFIG).is_file():
+            return read_peft_adapter(directory)
+        raise SoftPromptError(f"{directory}: no {PROMPT_FILE} in this directory (nor a PEFT adapter)")
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
+        raise SoftPromptError(f"{tensor_path}: not a readable safetensors file ({err})") from err
+    prompt = tensors.get("prompt")
+    if prompt is None or prompt.dim() != 2:
+        raise SoftPromptError(f"{tensor_path}: expected one 2-D tensor named 'prompt'")
+    meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise SoftPromptError(f"{meta_path}: not valid JSON ({err})") from err
+    return prompt.float(), meta
+
+
+def read_peft_adapter(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
+    """(prompt [P, H] fp32, metadata) from a PEFT prompt-tuning adapter folder (see read_prompt).
+
+    The metadata is what adapter_config.json says (base model, sizes),
+    updated by a prompt.json beside it when there is one.
+    """
+    directory = Path(directory)
+    config = _read_json(directory / ADAPTER_CONFIG)
+    peft_type = config.get("peft_type")
+    if peft_type != "PROMPT_TUNING":
+        raise SoftPromptError(
+            f"{directory / ADAPTER_CONFIG}: a PEFT {peft_type} adapter, not a prompt-tuning one (PROMPT_TUNING)"
+        )
+    if (config.get("num_transformer_submodules") or 1) != 1:
+        raise SoftPromptError(
+            f"{directory / ADAPTER_CONFIG}: an encoder-decoder adapter (one prompt per submodule); "
+            "only causal-LM prompts load here"
+        )
+    weights = directory / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        raise SoftPromptError(f"{directory}: no {ADAPTER_WEIGHTS} (adapters saved as pickled .bin files are not read)")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
+        raise SoftPromptError(f"{weights}: not a readable safetensors file ({err})") from err
+    prompt = tensors.get(PEFT_KEY)
+    if prompt is None or prompt.dim() != 2:
+        raise SoftPromptError(f"{weights}: expected one 2-D tensor named '{PEFT_KEY}'")
+    virtual = config.get("num_virtual_tokens")
+    if virtual is not None and virtual != prompt.shape[0]:
+        raise SoftPromptError(
+            f"{directory}: {ADAPTER_CONFIG} says num_virtual_tokens={virtual} but {PEFT_KEY} has {prompt.shape[0]} rows"
+        )
+    meta: dict[str, Any] = {
+        "base_model": config.get("base_model_name_or_path") or "",
+        "hidden_size": prompt.shape[1],
+        "prompt_length": prompt.shape[0],
+        "format": "peft",
+    }
+    if (directory / PROMPT_META).is_file():
+        meta.update(_read_json(directory / PROMPT_META))
+    return prompt.float(), meta
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SoftPromptError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise SoftPromptError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SoftPromptError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise SoftPromptError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
