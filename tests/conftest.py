@@ -1,23 +1,67 @@
-"""Shared fixtures. Everything runs offline: no Hub access, caches in a temporary folder."""
+"""Shared fixtures. Everything runs offline: no Hub access, caches in a temporary folder.
 
+The tasks under test are the registry's (softprompt.tasks.TASKS), plus one more when
+SOFTPROMPT_TEST_TASK names a Python file defining `TASK` and `SMOKE_CONFIG` (tests/fixtures/reverse/task.py
+is one): it is registered here, before any test module is imported, so every test parametrised over
+TASK_NAMES runs on it. Tests find a task's smoke config with `smoke_config(task)`.
+"""
+
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from softprompt import tasks
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
+EXTRA_TASK = "SOFTPROMPT_TEST_TASK"
+SHARED_CACHE = "SOFTPROMPT_TEST_CACHE"
+"""A test session that starts another (tests/unit/test_new_task.py) passes its cache folder on in this, so the
+built-in model is not built twice."""
+
+
+def _register_extra_task() -> dict[str, Path]:
+    """{task name: smoke config} of the task SOFTPROMPT_TEST_TASK defines (put into the registry), or {}."""
+    path = os.environ.get(EXTRA_TASK)
+    if not path:
+        return {}
+    spec = importlib.util.spec_from_file_location("extra_task", ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tasks.TASKS[module.TASK.name] = module.TASK
+    return {module.TASK.name: Path(module.SMOKE_CONFIG)}
+
+
+def _smoke_configs() -> dict[str, Path]:
+    """{task name: smoke config}: tests/configs/smoke/*.yaml by their `task:` key, and the extra task's."""
+    found = {
+        yaml.safe_load(p.read_text(encoding="utf-8"))["task"]: p for p in (ROOT / "tests/configs/smoke").glob("*.yaml")
+    }
+    return {**found, **_register_extra_task()}
+
+
+SMOKE_CONFIGS = _smoke_configs()
+TASK_NAMES = tuple(tasks.TASKS)
+"""Every registered task, the extra one included: what task-parametrised tests run over."""
+
+
+def smoke_config(task: str) -> Path:
+    """The smoke config of a registered task (a short training on builtin:tiny-gpt2 and small local files)."""
+    return SMOKE_CONFIGS[task]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_caches(tmp_path_factory):
     """The built-in model and datasets' map cache live in a per-session temporary folder."""
-    cache = tmp_path_factory.mktemp("cache")
+    cache = Path(os.environ[SHARED_CACHE]) if os.environ.get(SHARED_CACHE) else tmp_path_factory.mktemp("cache")
     os.environ["SOFTPROMPT_CACHE"] = str(cache / "softprompt")
     os.environ["HF_DATASETS_CACHE"] = str(cache / "datasets")
     RESULTS[0] = cache / "results"
@@ -38,7 +82,7 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def smoke_overrides(tmp_path_factory):
-    """--set overrides pointing tests/configs/smoke/{qna,sum,tx}.yaml at one short training of each task
+    """--set overrides pointing each task's smoke config at one short training of it
     (1 epoch on 8 examples), trained once per session and shared by the evaluation tests; tests that
     damage a checkpoint copy it first."""
     from softprompt.config import load_config
@@ -46,9 +90,9 @@ def smoke_overrides(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("smoke-ckpt")
     sets = [f"train.output_dir={out}", "train.epochs=1", "data.max_train_examples=8"]
-    for task in ("qna", "sum", "tx"):
+    for task in TASK_NAMES:
         train(
-            load_config(ROOT / "tests" / "configs" / "smoke" / f"{task}.yaml", sets),
+            load_config(smoke_config(task), sets),
             quiet=True,
             echo=lambda line: None,
             results_dir=None,

@@ -19,12 +19,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import ROOT, TASK_NAMES, smoke_config
 from softprompt.config import Config, load_config
 from softprompt.data import check_jsonl
 from softprompt.errors import SoftPromptError
 from softprompt.tasks import TASKS, record_problem
 
-ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 scalars = st.one_of(
@@ -186,29 +186,29 @@ def test_pathological_yaml_is_a_config_error(tmp_path):
         assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
 
 
+def _first_training_record(task: str) -> dict:
+    cfg = load_config(smoke_config(task))
+    with open(cfg.data.files["train"], encoding="utf-8") as f:
+        return json.loads(f.readline())
+
+
+VALID = {task: _first_training_record(task) for task in TASK_NAMES}  # one usable record of every task
+
+
 def record_like(task):
     """Records with the task's field names (nested where the schema nests) and values of any type."""
-    fields = {
-        "qna": ["context", "question", "answers", "id", "title"],
-        "sum": ["article", "highlights", "id"],
-        "tx": ["translation"],
-    }[task]
+    paths = [field.removesuffix("[]").split(".") for field in TASKS[task].required]
+    fields = sorted({p[0] for p in paths} | set(VALID[task]) | {"id"})
+    nested = sorted({p[1] for p in paths if len(p) > 1} | {"answer_start"})
     inner = st.one_of(
         json_values,
         st.dictionaries(
-            st.sampled_from(["text", "answer_start", "bg", "en"]),
+            st.sampled_from(nested),
             st.one_of(json_values, st.lists(st.text(max_size=8), max_size=3)),
             max_size=3,
         ),
     )
     return st.dictionaries(st.sampled_from(fields), inner, max_size=len(fields))
-
-
-VALID = {
-    "qna": {"context": "A river.", "question": "What?", "answers": {"text": ["A river"], "answer_start": [0]}},
-    "sum": {"article": "A long article.", "highlights": "Short."},
-    "tx": {"translation": {"bg": "Река.", "en": "A river."}},
-}
 
 
 @st.composite

@@ -1,9 +1,11 @@
-"""A fourth task defined here alone runs train -> evaluate -> summary line, touching no other module.
+"""A fourth task, defined outside the package, runs through everything the three shipped tasks do.
 
-The task ("caps": name the capital of a country, scored by exact accuracy) exists only in this test: it is
-put into the one task registry, softprompt.tasks.TASKS, for the test's duration. Everything else (config
-loading, data checks, training, generation, scoring, the summary line, the script's --task choices) must
-read it from there.
+The task ("reverse": say the words in reverse order, scored by its own word accuracy and the package's
+strict exact match) lives in tests/fixtures/reverse/ with its smoke config and data, and nowhere else.
+It is put into the one task registry, softprompt.tasks.TASKS, for the test's duration. Everything else
+(config loading, data checks, training, generation, scoring, the summary line, the script's --task
+choices) must read it from there. The integration tier then runs the suite's task-parametrised tests
+on it (tests/integration/test_new_task_suite.py).
 """
 
 import importlib.util
@@ -11,105 +13,82 @@ import json
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, script_cli
 from softprompt import tasks
 from softprompt.config import ConfigError, load_config
-from softprompt.errors import SoftPromptError, run_cli
+from softprompt.errors import SoftPromptError
 from softprompt.evaluate import evaluate, summary_line
 from softprompt.train import train
 
-CAPITALS = {
-    "France": "Paris",
-    "Spain": "Madrid",
-    "Italy": "Rome",
-    "Peru": "Lima",
-    "Chile": "Santiago",
-    "Cuba": "Havana",
-    "Kenya": "Nairobi",
-    "Japan": "Tokyo",
-    "Egypt": "Cairo",
-    "Ghana": "Accra",
-    "Nepal": "Kathmandu",
-    "Iran": "Tehran",
-}
+FIXTURE = ROOT / "tests" / "fixtures" / "reverse" / "task.py"
 
 
-def accuracy(predictions: list[str], references: list[str]) -> dict[str, float]:
-    return {"accuracy": 100.0 * sum(p == r for p, r in zip(predictions, references, strict=True)) / len(predictions)}
+def _fixture_module():
+    spec = importlib.util.spec_from_file_location("reverse_task", FIXTURE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-CAPS = tasks.Task(
-    name="caps",
-    dataset="none/offline-only",
-    dataset_config=None,
-    eval_split="validation",
-    init_words="capital city country name",
-    required=("country", "capital"),
-    pieces=lambda r: ("Country: ", r["country"], "\nCapital:"),
-    target=lambda r: " " + r["capital"],
-    references=lambda r: [r["capital"]],
-    stop_at_newline=True,
-    metric=accuracy,
-    multi_reference=False,
-    metrics=(("accuracy", "Acc"),),
-    headline=("accuracy", "Acc"),
-)
+REVERSE = _fixture_module()
 
 
 @pytest.fixture
-def caps_task(monkeypatch):
-    monkeypatch.setitem(tasks.TASKS, "caps", CAPS)
-    return CAPS
+def reverse_task(monkeypatch):
+    if tasks.TASKS.get("reverse") is not REVERSE.TASK:  # unless SOFTPROMPT_TEST_TASK registered it already
+        monkeypatch.setitem(tasks.TASKS, "reverse", REVERSE.TASK)
+    return REVERSE.TASK
 
 
-@pytest.fixture
-def caps_config(tmp_path):
-    rows = [{"country": c, "capital": k} for c, k in CAPITALS.items()]
-    for name, part in (("train", rows[:8]), ("validation", rows[8:])):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
-    (tmp_path / "caps.yaml").write_text(
-        "task: caps\nmodel:\n  name_or_path: builtin:tiny-gpt2\n"
-        "data:\n  files:\n    train: train.jsonl\n    validation: validation.jsonl\n  max_target_tokens: 6\n"
-        "train:\n  lr: 0.3\n  batch_size: 2\n  epochs: 1\n  save_every: 1\n  seed: 0\n  output_dir: ckpt\n",
-        encoding="utf-8",
-    )
-    return tmp_path / "caps.yaml"
+def test_the_task_s_own_metric_is_not_squad_s():
+    # SQuAD's normalised exact match forgives word order and articles; the task's metrics do not.
+    assert REVERSE.TASK.score(["the a cat"], [["cat a the"]]) == {"exact": 0.0, "word_accuracy": 100 / 3}
+    assert REVERSE.TASK.score(["cat a the", "dog"], [["cat a the"], ["dog sun"]]) == {
+        "exact": 50.0,
+        "word_accuracy": 100 * 4 / 5,
+    }
+    assert REVERSE.TASK.headline == ("exact", "Exact")  # the first of its metrics, by default
+    assert REVERSE.TASK.dataset is None  # a local-only task needs no Hub id
 
 
-def test_a_fourth_task_trains_evaluates_and_prints_its_summary_line(caps_task, caps_config, tmp_path, capsys):
-    cfg = load_config(caps_config)
-    assert cfg.model.init_text == "capital city country name"  # the task's init words, as for the real tasks
+def test_a_fourth_task_trains_evaluates_and_prints_its_summary_line(reverse_task, tmp_path, capsys):
+    config = REVERSE.SMOKE_CONFIG
+    cfg = load_config(config, [f"train.output_dir={tmp_path / 'ckpt'}", "train.epochs=1", "train.save_every=1"])
+    assert cfg.task is reverse_task and cfg.model.init_text == "reverse order words back"  # the task's init words
     run_dir = train(cfg, quiet=True, echo=lambda line: None, results_dir=None)
     assert (run_dir / "epoch_001" / "prompt.safetensors").is_file()
 
     metrics = evaluate(cfg, results_dir=tmp_path / "results", progress=False)
-    out = tmp_path / "results" / "caps" / "validation"
+    out = tmp_path / "results" / cfg.run_name / "test"
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert [r["references"] for r in rows] == [[k] for k in list(CAPITALS.values())[8:]]
-    # The score is the task's own metric, recomputed here from the written predictions.
-    expected = 100.0 * sum(r["prediction"] == r["references"][0] for r in rows) / 4
-    assert metrics["scores"] == {"accuracy": expected} and metrics["n"] == 4
-    assert metrics["decoding"]["max_new_tokens"] == 6 and metrics["decoding"]["stop_at_newline"] is True
-    assert summary_line(metrics) == f"caps | validation | n=4 | Acc {expected:.2f} | checkpoint epoch_001"
+    test_records = [json.loads(line) for line in (config.parent / "test.jsonl").read_text().splitlines()]
+    assert [r["references"] for r in rows] == [[" ".join(reversed(r["words"].split()))] for r in test_records]
+    # The scores are the task's own metric, recomputed here from the written predictions.
+    predictions, references = [r["prediction"] for r in rows], [r["references"][0] for r in rows]
+    expected = {
+        "exact": 100.0 * sum(p == r for p, r in zip(predictions, references, strict=True)) / len(rows),
+        "word_accuracy": REVERSE.word_accuracy(predictions, references),
+    }
+    assert metrics["scores"] == pytest.approx(expected, abs=1e-9) and metrics["n"] == 10
+    assert metrics["decoding"]["max_new_tokens"] == 12 and metrics["decoding"]["stop_at_newline"] is True
+    line = f"reverse | test | n=10 | Exact {expected['exact']:.2f} | WordAcc {expected['word_accuracy']:.2f}"
+    assert summary_line(metrics) == f"{line} | checkpoint epoch_001"
 
-    # The script knows the task from the registry too (its --task choices, its summary line).
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    argv = ["--config", str(caps_config), "--baseline", "hard", "--results-dir", str(tmp_path / "results")]
-    assert run_cli(script.main, [*argv, "--quiet"]) == 0
-    assert capsys.readouterr().out.startswith("caps | validation | n=4 | Acc ")
-    assert "caps" in script.parse(["--task", "caps"]).task
+    # The script knows the task from the registry too (its summary line, its --task choices).
+    evaluate_script = script_cli("evaluate.py")
+    argv = ["--config", str(config), "--baseline", "hard", "--results-dir", str(tmp_path / "results")]
+    assert evaluate_script(*argv, "--set", f"train.output_dir={tmp_path / 'ckpt'}", "--quiet") == 0
+    assert capsys.readouterr().out.startswith("reverse | test | n=10 | Exact ")
 
 
-def test_an_unknown_task_fails_naming_the_registry_before_anything_is_written(caps_task, caps_config, tmp_path):
+def test_an_unknown_task_fails_naming_the_registry_before_anything_is_written(reverse_task, monkeypatch):
     listed = ", ".join(tasks.TASKS)
-    assert listed.endswith(", caps")
+    assert "reverse" in listed
     with pytest.raises(ConfigError, match=rf"task must be one of {listed}, got 'gone'"):
-        load_config(caps_config, ["task=gone"])
+        load_config(REVERSE.SMOKE_CONFIG, ["task=gone"])
     with pytest.raises(SoftPromptError, match=rf"unknown task 'gone'; tasks are {listed}$"):
         summary_line({"task": "gone", "scores": {}})
-    # The messages follow the registry: without the fourth task they list three.
-    del tasks.TASKS["caps"]
+    # The messages follow the registry: without the fourth task they list one fewer.
+    monkeypatch.delitem(tasks.TASKS, "reverse")
     with pytest.raises(SoftPromptError, match=f"tasks are {', '.join(tasks.TASKS)}$"):
-        tasks.get_task("caps")
+        tasks.get_task("reverse")

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import conftest
-from conftest import run_script
+from conftest import TASK_NAMES, run_script, smoke_config
 
 STEP_LINE = re.compile(r"^Epoch: \d+ \| Step: \d+ \| Loss: \d+\.\d{6}$")
 TRAIN_LINE = re.compile(r"^Epoch: (\d+) \| Average train loss: (\d+\.\d{6})$")
@@ -18,29 +18,28 @@ VAL_LINE = re.compile(r"^Epoch: (\d+) \| Average val loss: (\d+\.\d{6})$")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One full smoke run per task (10 epochs), shared by the tests below."""
+    """One full smoke run per registered task (10 epochs), shared by the tests below."""
     out = tmp_path_factory.mktemp("ckpt")
 
     def run(task):
         return run_script(
             "train.py",
             "--config",
-            f"tests/configs/smoke/{task}.yaml",
+            str(smoke_config(task)),
             "--set",
             f"train.output_dir={out}",
             env={"OMP_NUM_THREADS": "1"},
         )
 
-    tasks = ("qna", "sum", "tx")
     with ThreadPoolExecutor(max_workers=3) as pool:  # three processes at once: most of a tiny run is start-up
-        procs = dict(zip(tasks, pool.map(run, tasks), strict=False))
+        procs = dict(zip(TASK_NAMES, pool.map(run, TASK_NAMES), strict=True))
     for proc in procs.values():
         assert proc.returncode == 0, proc.stderr
     return {task: (proc, out / f"smoke-{task}") for task, proc in procs.items()}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["qna", "sum", "tx"])
+@pytest.mark.parametrize("task", TASK_NAMES)
 def test_smoke_run_logs_in_the_reference_format_and_checkpoints(runs, task):
     proc, run_dir = runs[task]
     lines = [l for l in proc.stdout.splitlines() if l.startswith("Epoch:")]
