@@ -1,5 +1,9 @@
 """Shared fixtures. Everything runs offline: no Hub access, caches in a temporary folder.
 
+Two tiers, by folder: tests/unit/ (in process, fast: the quick tier, `pytest tests/unit`) and
+tests/integration/ (subprocesses, torchrun, kills and resumes, quality, the benchmark). Every test under
+tests/integration/ gets the `slow` marker here, so `-m "not slow"` selects the same tests as tests/unit/.
+
 The tasks under test are the registry's (softprompt.tasks.TASKS), plus one more when
 SOFTPROMPT_TEST_TASK names a Python file defining `TASK` and `SMOKE_CONFIG` (tests/fixtures/reverse/task.py
 is one): it is registered here, before any test module is imported, so every test parametrised over
@@ -7,6 +11,7 @@ TASK_NAMES runs on it. Tests find a task's smoke config with `smoke_config(task)
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -100,6 +105,26 @@ def smoke_overrides(tmp_path_factory):
     return sets
 
 
+QNA_RECORD = {
+    "context": "The Velmora River rises in the Kestrel Hills.",
+    "question": "Where does it rise?",
+    "answers": {"text": ["the Kestrel Hills"], "answer_start": [27]},
+}
+"""One valid SQuAD-shaped record, for tests that write data files."""
+
+
+def write(path: Path, text: str) -> Path:
+    """Write text (UTF-8) to path, making its folder; returns path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def jsonl(path: Path, *records) -> Path:
+    """A JSON Lines file of records (dicts are dumped, strings written as they are, for malformed lines)."""
+    return write(path, "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+
+
 def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300, nproc: int = 1):
     """Run scripts/<script> in a subprocess; returns CompletedProcess with text output.
 
@@ -149,3 +174,11 @@ def script_cli(script: str):
 def evaluate_script():
     """scripts/evaluate.py's main, run in process: evaluate_script("--config", ...) returns its exit status."""
     return script_cli("evaluate.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The folder is the tier: tests under tests/integration/ are marked slow."""
+    integration = ROOT / "tests" / "integration"
+    for item in items:
+        if integration in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.slow)

@@ -45,7 +45,6 @@ def tuned(tmp_path_factory):
     return result
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_a_short_training_beats_both_baselines_by_a_wide_margin(tuned, task, tmp_path):
     cfg, metrics = tuned[task]
@@ -59,7 +58,6 @@ def test_a_short_training_beats_both_baselines_by_a_wide_margin(tuned, task, tmp
     assert tuned_score - max(baselines.values()) >= MARGIN[task], (task, tuned_score, baselines)
 
 
-@pytest.mark.slow
 def test_a_prompt_trained_by_peft_scores_as_ours(tuned, tmp_path):
     """Same data, batches, init and optimizer, through PEFT's model; imported as a PEFT adapter folder."""
     cfg, ours = tuned["tx"]  # BLEU: a score with many levels, so 2 points mean something
@@ -100,7 +98,6 @@ def test_the_pretraining_instruction_as_a_hard_prompt_does_the_task(task, tmp_pa
     assert score(oracle) >= 95, (task, score(oracle))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_the_tuned_prompt_reaches_what_the_model_can_do(tuned, task, tmp_path):
     """Tuning reaches the oracle: within GAP points of the pretraining instruction given as a hard prompt."""

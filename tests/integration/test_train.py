@@ -38,7 +38,6 @@ def runs(tmp_path_factory):
     return {task: (proc, out / f"smoke-{task}") for task, proc in procs.items()}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("task", TASK_NAMES)
 def test_smoke_run_logs_in_the_reference_format_and_checkpoints(runs, task):
     proc, run_dir = runs[task]
@@ -79,7 +78,6 @@ def test_smoke_run_logs_in_the_reference_format_and_checkpoints(runs, task):
     )
 
 
-@pytest.mark.slow
 def test_prompt_checkpoint_is_small_and_holds_only_the_prompt(runs):
     _, run_dir = runs["sum"]
     tensors = load_file(str(run_dir / "epoch_010" / "prompt.safetensors"))
@@ -87,7 +85,6 @@ def test_prompt_checkpoint_is_small_and_holds_only_the_prompt(runs):
     assert (run_dir / "epoch_010" / "prompt.safetensors").stat().st_size < 4096
 
 
-@pytest.mark.slow
 def test_resume_after_stopping_at_epoch_3_gives_the_same_prompt(runs, tmp_path):
     _, full_dir = runs["qna"]
     one_thread = {"OMP_NUM_THREADS": "1"}  # as the reference: bit-exact float sums need the same thread count
@@ -125,7 +122,6 @@ def test_resume_after_stopping_at_epoch_3_gives_the_same_prompt(runs, tmp_path):
     ]
 
 
-@pytest.mark.slow
 def test_rerun_without_resume_refuses_to_overwrite(runs, tmp_path):
     _, run_dir = runs["tx"]
     before = (run_dir / "epoch_010" / "prompt.safetensors").read_bytes()
@@ -137,7 +133,6 @@ def test_rerun_without_resume_refuses_to_overwrite(runs, tmp_path):
     assert (run_dir / "epoch_010" / "prompt.safetensors").read_bytes() == before
 
 
-@pytest.mark.slow
 def test_bad_override_is_one_line_and_exit_2(tmp_path):
     proc = run_script("train.py", "--config", "tests/configs/smoke/sum.yaml", "--set", "train.lrr=0.1")
     assert proc.returncode == 2

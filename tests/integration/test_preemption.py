@@ -12,16 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+import test_reliability
 import torch
 from safetensors.torch import load_file
+from test_reliability import ARGS, RUN, assert_same_as_reference, epochs_on_disk, train_here
 
 import softprompt.checkpoint
-import test_reliability
 from conftest import ROOT, free_port
 from softprompt.checkpoint import latest_checkpoint, verify
 from softprompt.errors import SoftPromptError
 from softprompt.preemption import EXIT_PREEMPTED, Preempted
-from test_reliability import ARGS, RUN, assert_same_as_reference, epochs_on_disk, train_here
 
 train_module = sys.modules["softprompt.train"]  # (the package's `train` attribute is the function)
 reference = test_reliability.reference  # the same uninterrupted run, as a fixture of this module too
@@ -101,7 +101,6 @@ def start(out, *extra, env=None):
     )
 
 
-@pytest.mark.slow
 def test_sigterm_then_a_second_signal_during_the_save_exits_75_and_resumes_bit_identical(reference, tmp_path):
     # Every checkpoint write dawdles 2 s between its tensor files and its metadata (test hook): the second
     # signal lands inside one, which must finish whole.
@@ -140,7 +139,6 @@ def local_rank_pids(parent: int) -> dict[int, int]:
     return found
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc")
 def test_under_torchrun_a_signal_to_one_rank_stops_both_at_the_same_step(tmp_path):
     """SIGUSR1 to rank 1 only: both ranks agree on the step (rank 0 writes the checkpoint) and exit 75."""

@@ -50,7 +50,6 @@ def _predictions(metrics):
         return [json.loads(line)["prediction"] for line in f]
 
 
-@pytest.mark.slow
 def test_all_tasks_in_one_pass_equal_three_separate_evaluations(overrides, script, tmp_path, capsys):
     sets = [a for o in overrides for a in ("--set", o)]
     argv = ["--task", "all", "--config-dir", "tests/configs/smoke", *sets, "--results-dir", str(tmp_path), "--quiet"]

@@ -8,7 +8,6 @@ import torch
 from peft import PeftModel, PromptTuningConfig, get_peft_model
 from safetensors.torch import load_file
 
-from conftest import run_script
 from softprompt.data import training_batch
 from softprompt.errors import SoftPromptError
 from softprompt.hub import resolve_model_path
@@ -119,13 +118,3 @@ def test_export_without_a_base_model_name_needs_one(tiny, tmp_path):
     out = export_peft(tmp_path / "p", tmp_path / "out", base_model="gpt2")
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "gpt2"
     assert read_prompt(out)[1]["base_model"] == "gpt2"  # and our loader checks the base against it
-
-
-@pytest.mark.slow
-def test_export_cli(checkpoint, tmp_path):
-    ckpt, ours = checkpoint
-    done = run_script("export_peft.py", str(ckpt), str(tmp_path / "cli"))
-    assert done.returncode == 0, done.stderr
-    assert torch.equal(read_prompt(tmp_path / "cli")[0], ours.prompt.detach())
-    bad = run_script("export_peft.py", str(tmp_path / "nope"), str(tmp_path / "cli2"))
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr

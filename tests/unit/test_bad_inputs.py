@@ -1,25 +1,18 @@
-"""Every bad input ends in one clear SoftPromptError naming the culprit, and leaves earlier runs alone.
-
-The command-line cases run scripts/train.py and scripts/evaluate.py in
-subprocesses (a few at a time): exit status 2, one `error:` line, no
-traceback, and an earlier run's checkpoints, log and results byte for byte as
-they were. The rest call the library and check the message.
+"""Every bad input ends in one clear SoftPromptError naming the culprit: configs, overrides, data files, model
+paths, prompt files, and the code's own safety rules. The command-line cases are in
+tests/integration/test_bad_inputs_cli.py.
 """
 
 import copy
 import json
 import re
-import shutil
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import ROOT
+from conftest import QNA_RECORD, ROOT, jsonl, write
 from softprompt.checkpoint import load_trainer_state, save_checkpoint
 from softprompt.config import ConfigError, ModelConfig, config_from_dict, load_config
 from softprompt.data import check_jsonl, load_raw, load_task_data
@@ -29,161 +22,6 @@ from softprompt.model import SoftPromptModel, read_prompt
 from softprompt.tasks import get_task
 
 SMOKE = "tests/configs/smoke/qna.yaml"
-GOOD = {
-    "context": "The Velmora River rises in the Kestrel Hills.",
-    "question": "Where does it rise?",
-    "answers": {"text": ["the Kestrel Hills"], "answer_start": [27]},
-}
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def jsonl(path: Path, *records) -> Path:
-    return write(path, "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-# ------------------------------------------------------------------ command line
-
-
-@pytest.fixture(scope="module")
-def cli(tmp_path_factory, tiny):
-    """{case: (CompletedProcess, earlier-run folder, its snapshot before)} for the cases below, run concurrently."""
-    tmp = tmp_path_factory.mktemp("cli")
-    # An earlier run that the cases point at (with --resume or --overwrite, so nothing but the bad input stops
-    # them); each case gets its own copy, as two runs never share a run folder.
-    base, _ = tiny
-    model = SoftPromptModel(base, torch.randn(4, base.config.n_embd), base_id="builtin:tiny-gpt2")
-    run_dir = tmp / "earlier" / "ckpt" / "smoke-qna"
-    save_checkpoint(run_dir, 3, 60, model, torch.optim.AdamW([model.prompt]), {}, {"task": "qna"})
-    write(run_dir / "log.jsonl", '{"type": "epoch", "epoch": 3, "train_loss": 1.0, "val_loss": 2.0}\n')
-    write(tmp / "earlier" / "results" / "smoke-qna" / "validation" / "metrics.json", "{}\n")
-
-    bad_yaml = write(tmp / "configs" / "bad.yaml", "task: qna\ntrain:\n  lr: [0.1\n  epochs: 3\n")
-    not_a_dir = write(tmp / "a_file", "")
-    malformed = jsonl(tmp / "malformed.jsonl", GOOD, GOOD, '{"context": "x", "question": ')
-    valid = jsonl(tmp / "valid.jsonl", GOOD, GOOD)
-    copies = iter(range(100))
-
-    def keep():
-        folder = tmp / f"earlier-{next(copies)}"
-        shutil.copytree(tmp / "earlier", folder)
-        return ["--set", f"train.output_dir={folder / 'ckpt'}", "--results-dir", str(folder / "results")]
-
-    cases = {
-        "yaml syntax error": (
-            ["train.py", "--config", str(bad_yaml), *keep(), "--resume"],
-            r"bad\.yaml: YAML syntax error at line 4, column 9: expected ',' or '\]'",
-        ),
-        "--set without =": (
-            ["train.py", "--config", SMOKE, "--set", "train.lr", *keep(), "--resume"],
-            r"--set 'train.lr': expected key=value",
-        ),
-        "unwritable output dir": (
-            ["train.py", "--config", SMOKE, "--set", f"train.output_dir={not_a_dir}/out"],
-            rf"cannot write to the run directory {re.escape(str(not_a_dir))}/out/smoke-qna",
-        ),
-        "missing data file (--overwrite)": (
-            [
-                "train.py",
-                "--config",
-                SMOKE,
-                *keep(),
-                "--overwrite",
-                "--set",
-                f"data.files={{train: {tmp}/nope.jsonl, validation: {valid}}}",
-            ],
-            rf"data file not found: {re.escape(str(tmp))}/nope\.jsonl",
-        ),
-        "malformed JSON line": (
-            [
-                "train.py",
-                "--config",
-                SMOKE,
-                *keep(),
-                "--resume",
-                "--set",
-                f"data.files={{train: {malformed}, validation: {valid}}}",
-            ],
-            r"malformed\.jsonl, line 3: not valid JSON",
-        ),
-        "Hub model id offline": (
-            ["train.py", "--config", SMOKE, *keep(), "--resume", "--set", "model.name_or_path=some-org/some-model"],
-            r"could not load model 'some-org/some-model' .*builtin:tiny-gpt2",
-        ),
-        "evaluate without a checkpoint": (
-            [
-                "evaluate.py",
-                "--config",
-                SMOKE,
-                "--set",
-                f"train.output_dir={tmp / 'empty'}",
-                "--results-dir",
-                str(tmp / "results"),
-            ],
-            r"no checkpoint in .*empty/smoke-qna; train one first",
-        ),
-        "--debug": (["train.py", "--config", SMOKE, "--set", "train.lr", "--debug"], None),
-    }
-    before = snapshot(tmp)
-
-    def run(argv):
-        return subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / argv[0]), *argv[1:]],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        procs = dict(zip(cases, pool.map(run, [argv for argv, _ in cases.values()]), strict=False))
-    return {name: (procs[name], pattern) for name, (_, pattern) in cases.items()}, tmp, before
-
-
-CLI_CASES = [
-    "yaml syntax error",
-    "--set without =",
-    "unwritable output dir",
-    "missing data file (--overwrite)",
-    "malformed JSON line",
-    "Hub model id offline",
-    "evaluate without a checkpoint",
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", CLI_CASES)
-def test_command_line_bad_input_is_one_error_line_exit_2_no_traceback(cli, case):
-    results, _, _ = cli
-    proc, pattern = results[case]
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr
-    assert re.search(pattern, errors[0]), errors[0]
-
-
-@pytest.mark.slow
-def test_command_line_bad_inputs_leave_earlier_runs_and_results_untouched(cli):
-    _, tmp, before = cli
-    assert snapshot(tmp) == before
-    earlier = [p for p in before if p.startswith("earlier-") and p.endswith("epoch_003/prompt.safetensors")]
-    assert len(earlier) == 5  # every case that points at an earlier run
-
-
-@pytest.mark.slow
-def test_debug_shows_the_traceback(cli):
-    results, _, _ = cli
-    proc, _ = results["--debug"]
-    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError: --set 'train.lr'" in proc.stderr
 
 
 # ------------------------------------------------------------------ configs
@@ -249,21 +87,24 @@ QNA = get_task("qna")
     [
         ([], r"empty\.jsonl: the file holds no records"),
         (["", "   "], r"empty\.jsonl: the file holds no records"),
-        ([GOOD, "{'context': 1}"], r"empty\.jsonl, line 2: not valid JSON \(Expecting property name"),
-        ([GOOD, '["a", "b"]'], r"line 2: expected a JSON object, got an array for task 'qna'"),
-        ([{**GOOD, "question": None}], r"line 1: field 'question' must be a string, got null"),
-        ([{k: v for k, v in GOOD.items() if k != "question"}], r"line 1: missing field 'question'"),
-        ([{**GOOD, "answers": {"answer_start": [0]}}], r"line 1: missing field 'answers.text'"),
+        ([QNA_RECORD, "{'context': 1}"], r"empty\.jsonl, line 2: not valid JSON \(Expecting property name"),
+        ([QNA_RECORD, '["a", "b"]'], r"line 2: expected a JSON object, got an array for task 'qna'"),
+        ([{**QNA_RECORD, "question": None}], r"line 1: field 'question' must be a string, got null"),
+        ([{k: v for k, v in QNA_RECORD.items() if k != "question"}], r"line 1: missing field 'question'"),
+        ([{**QNA_RECORD, "answers": {"answer_start": [0]}}], r"line 1: missing field 'answers.text'"),
         (
-            [{**GOOD, "answers": {"text": "the Kestrel Hills"}}],
+            [{**QNA_RECORD, "answers": {"text": "the Kestrel Hills"}}],
             r"line 1: field 'answers.text' must be a non-empty list of strings, got a string",
         ),
-        ([{**GOOD, "answers": {"text": []}}], r"line 1: field 'answers.text' must be a non-empty list of strings"),
-        ([{**GOOD, "answers": {"text": ["   "]}}], r"line 1: empty target text for task 'qna'"),
-        ([{**GOOD, "context": ["a list"]}], r"line 1: field 'context' must be a string, got an array"),
+        (
+            [{**QNA_RECORD, "answers": {"text": []}}],
+            r"line 1: field 'answers.text' must be a non-empty list of strings",
+        ),
+        ([{**QNA_RECORD, "answers": {"text": ["   "]}}], r"line 1: empty target text for task 'qna'"),
+        ([{**QNA_RECORD, "context": ["a list"]}], r"line 1: field 'context' must be a string, got an array"),
         (["[" * 100_000], r"line 1: JSON nested too deeply"),
         (
-            [GOOD, r'{"context": "a \ud800", "question": "q", "answers": {"text": ["x"]}}'],
+            [QNA_RECORD, r'{"context": "a \ud800", "question": "q", "answers": {"text": ["x"]}}'],
             r"line 2: a string holds an unpaired UTF-16 surrogate escape",
         ),
     ],
@@ -294,9 +135,9 @@ def test_missing_data_file_and_directory(tmp_path):
 def test_non_utf8_data_file_names_the_line(tmp_path):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(
-        json.dumps(GOOD).encode()
+        json.dumps(QNA_RECORD).encode()
         + b"\n"
-        + json.dumps({**GOOD, "question": "caf\u00e9?"}, ensure_ascii=False).encode("latin-1")
+        + json.dumps({**QNA_RECORD, "question": "caf\u00e9?"}, ensure_ascii=False).encode("latin-1")
         + b"\n"
     )
     with pytest.raises(SoftPromptError, match=r"latin1\.jsonl, line 2: not UTF-8 text \(byte 0xe9 at column \d+\)"):
@@ -313,7 +154,7 @@ def test_files_datasets_cannot_read_are_a_clear_error(tmp_path, monkeypatch):
         raise pyarrow.lib.ArrowInvalid("JSON parse error: Column(/extra) changed from object to string in row 1")
 
     monkeypatch.setattr(datasets, "load_dataset", refuse)
-    path = jsonl(tmp_path / "mixed.jsonl", {**GOOD, "extra": {"a": 1}}, {**GOOD, "extra": "text"})
+    path = jsonl(tmp_path / "mixed.jsonl", {**QNA_RECORD, "extra": {"a": 1}}, {**QNA_RECORD, "extra": "text"})
     cfg = config_from_dict({"task": "qna", "data": {"files": {"train": str(path), "validation": str(path)}}})
     with pytest.raises(
         SoftPromptError,
@@ -325,8 +166,8 @@ def test_files_datasets_cannot_read_are_a_clear_error(tmp_path, monkeypatch):
 
 def test_a_source_longer_than_the_context_window_is_cut_and_counted(tmp_path, tiny):
     base, tokenizer = tiny
-    long = {**GOOD, "context": "The Velmora River rises in the Kestrel Hills. " * 400}  # ~4000 tokens, window 256
-    path = jsonl(tmp_path / "long.jsonl", long, GOOD)
+    long = {**QNA_RECORD, "context": "The Velmora River rises in the Kestrel Hills. " * 400}  # ~4000 tokens, window 256
+    path = jsonl(tmp_path / "long.jsonl", long, QNA_RECORD)
     cfg = config_from_dict({"task": "qna", "data": {"files": {"train": str(path), "validation": str(path)}}})
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.deprecation_warnings.clear()

@@ -173,7 +173,6 @@ def test_a_full_disk_while_streaming_predictions_is_one_error_and_resumable(smok
     assert metrics["scores"] == reference[0]["scores"] and _rows(tmp_path / "smoke-qna" / "validation") == reference[1]
 
 
-@pytest.mark.slow
 def test_kill_9_in_the_middle_then_resume_equals_an_uninterrupted_run(smoke_overrides, tmp_path):
     # 300 validation examples (the 10 samples repeated), one per batch, so the kill lands mid-run.
     records = (ROOT / "data/samples/qna/validation.jsonl").read_text(encoding="utf-8").splitlines() * 30

@@ -2,16 +2,15 @@
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from softprompt import synthetic
 from softprompt.config import load_config
 from softprompt.data import load_task_data
 from softprompt.tasks import TASKS, get_task
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "data" / "synthetic"
 
 

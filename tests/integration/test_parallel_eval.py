@@ -94,7 +94,6 @@ def _metrics(folder):
     return json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
 
 
-@pytest.mark.slow
 def test_two_ranks_write_the_single_process_files_and_resume_its_partial_file(smoke_overrides, script, tmp_path):
     sets = [a for o in smoke_overrides for a in ("--set", o)]
     argv = ["--config", "tests/configs/smoke/qna.yaml", *sets, "--limit", "9", "--batch-size", "2"]
@@ -174,7 +173,6 @@ with open(f"{out}/rank{rank}.json", "w") as f:
 """
 
 
-@pytest.mark.slow
 def test_two_ranks_stop_together_on_one_ranks_error_and_match_ensembles_and_all_tasks(smoke_overrides, tmp_path):
     (tmp_path / "driver.py").write_text(DRIVER, encoding="utf-8")
     sets = [*smoke_overrides, "train.dist_timeout_minutes=2"]  # a hang would fail within 2 minutes, not 60

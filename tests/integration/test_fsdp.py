@@ -15,13 +15,13 @@ import signal
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_preemption import signal_at_step
 
 from conftest import ROOT, run_script
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError, run_cli
 from softprompt.preemption import Preempted
 from softprompt.train import train
-from test_preemption import signal_at_step
 
 CONFIG = ROOT / "tests" / "configs" / "smoke" / "qna.yaml"
 RUN = "smoke-qna"
@@ -91,7 +91,6 @@ def chain(tmp_path_factory, reference):
     return run_dir, first, after_first, last
 
 
-@pytest.mark.slow
 def test_fsdp_with_both_cross_strategy_resumes_ends_as_one_process_accumulating(reference, chain):
     (ref_dir, ref_lines), (run_dir, first, _, last) = reference, chain
     assert f"Resuming from {run_dir / 'epoch_002_step_000002'} (epoch 2, step 5, 1 micro-batches into epoch 3)" in (
@@ -114,7 +113,6 @@ def test_fsdp_with_both_cross_strategy_resumes_ends_as_one_process_accumulating(
         assert float(a) == pytest.approx(float(b), abs=1e-5)
 
 
-@pytest.mark.slow
 def test_each_rank_holds_half_of_the_base(chain, tiny):
     base, _ = tiny
     total = sum(p.numel() for p in base.parameters())
@@ -128,7 +126,6 @@ def test_each_rank_holds_half_of_the_base(chain, tiny):
     assert all(abs(n - total / 2) <= 0.01 * total for n in held), held
 
 
-@pytest.mark.slow
 def test_an_fsdp_checkpoint_resumes_in_one_process(reference, chain, tmp_path):
     """The first launch's mid-epoch checkpoint (2 ranks x 1 micro-batch into epoch 2), resumed in one process."""
     ref_dir, _ = reference
@@ -174,7 +171,6 @@ def test_resume_with_another_prompt_shape_or_an_unreachable_position_is_one_line
     assert (run_dir / "latest").read_text().strip() == "epoch_003" and (run_dir / "epoch_003").is_dir()
 
 
-@pytest.mark.slow
 def test_a_mid_epoch_checkpoint_between_global_batches_of_this_run_is_refused(chain, tmp_path):
     # 2 ranks x 1 micro-batch into epoch 2 is halfway through a global batch of 1 process x 4.
     run_dir = shutil.copytree(chain[2], tmp_path / RUN)

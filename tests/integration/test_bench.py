@@ -3,13 +3,10 @@
 
 import json
 
-import pytest
-
 from benchmarks.harness import ABLATIONS, ROWS, make_plan
 from conftest import run_script
 
 
-@pytest.mark.slow
 def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
     proc = run_script("bench.py", "--quick", "--tiny", "--steps", "1", "--out", str(tmp_path), timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from softprompt.config import (
     Config,
     ConfigError,
@@ -14,8 +15,6 @@ from softprompt.config import (
     default_run_name,
     load_config,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path, text, name="c.yaml"):

@@ -24,11 +24,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_script
-from softprompt import testing
-from softprompt.checkpoint import latest_checkpoint, save_checkpoint, verify
+from softprompt.checkpoint import latest_checkpoint, verify
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
-from softprompt.model import SoftPromptModel
 from softprompt.train import train as train_in_process
 
 RUN = "smoke-qna"
@@ -130,7 +128,6 @@ def test_reference_run_logs_every_epoch_and_notes_the_cut_sources(reference):
     assert "note: train: 12 source(s) cut to 64 tokens" in stderr
 
 
-@pytest.mark.slow
 def test_killed_five_times_and_resumed_ends_bit_identical(reference, tmp_path):
     """One run killed at five points in turn (each resume continues the previous one's state)."""
     run_dir = tmp_path / RUN
@@ -176,7 +173,6 @@ def test_killed_five_times_and_resumed_ends_bit_identical(reference, tmp_path):
     assert_same_as_reference(run_dir, reference)
 
 
-@pytest.mark.slow
 def test_killed_mid_epoch_resumes_from_the_mid_epoch_checkpoint_bit_identical(reference, tmp_path, capsys):
     """train.save_every_steps=2: a kill inside epoch 3 loses only the micro-batches after its last checkpoint."""
     run_dir = tmp_path / RUN
@@ -249,80 +245,3 @@ def test_a_nan_loss_with_on_nonfinite_skip_drops_that_batch_and_goes_on(referenc
     assert verify(tmp_path / RUN / "epoch_004") is None
     logged = [json.loads(l) for l in (tmp_path / RUN / "log.jsonl").read_text().splitlines()]
     assert [r["skipped_batches"] for r in logged if r["type"] == "epoch"] == [1, 0, 0, 0]  # the skip is counted
-
-
-def test_the_hooks_count_per_run_and_do_nothing_outside_one(monkeypatch):
-    """Each `armed()` run counts its own batches: two runs in one process both get their 2nd batch NaN."""
-    monkeypatch.setenv("SOFTPROMPT_TEST_NAN_BATCH", "2")
-
-    def labelled() -> bool:
-        return bool(testing.batch_built({"labels": torch.ones(1, 3, dtype=torch.long)})["labels"].ne(-100).any())
-
-    for _ in range(2):
-        with testing.armed():
-            assert [labelled(), labelled(), labelled()] == [True, False, True]
-    assert labelled() and labelled()  # outside a run: no batch is touched
-
-
-def test_a_checkpoint_is_never_written_from_a_nan_prompt_or_loss(tiny, tmp_path):
-    base, _ = tiny
-    model = SoftPromptModel(base, torch.zeros(4, base.config.n_embd))
-    optimizer = torch.optim.AdamW([model.prompt])
-    good = save_checkpoint(tmp_path, 1, 6, model, optimizer, {}, {}, extra={"train_loss": 1.0, "val_loss": 2.0})
-    with pytest.raises(
-        SoftPromptError, match=r"epoch_002: val_loss nan; the run stopped without saving it .*epoch_001, is kept"
-    ):
-        save_checkpoint(tmp_path, 2, 12, model, optimizer, {}, {}, extra={"train_loss": 1.0, "val_loss": float("nan")})
-    with torch.no_grad():
-        model.prompt[0, 0] = float("inf")
-    with pytest.raises(SoftPromptError, match="the prompt holds NaN or infinite values"):
-        save_checkpoint(tmp_path, 2, 12, model, optimizer, {}, {})
-    assert latest_checkpoint(tmp_path) == good and not (tmp_path / "epoch_002").exists()
-
-
-def test_truncated_or_missing_checkpoint_files_fail_the_check(tiny, tmp_path):
-    base, _ = tiny
-    model = SoftPromptModel(base, torch.randn(4, base.config.n_embd))
-    optimizer = torch.optim.AdamW([model.prompt])
-    first = save_checkpoint(tmp_path, 1, 6, model, optimizer, {}, {})
-    second = save_checkpoint(tmp_path, 2, 12, model, optimizer, {}, {})
-    state = second / "trainer_state.safetensors"
-    state.write_bytes(state.read_bytes()[:-10])
-    assert "trainer_state.safetensors does not match its recorded SHA-256" in verify(second)
-    (first / "prompt.json").unlink()
-    assert "prompt.json is missing" in verify(first)
-    warnings = []
-    assert latest_checkpoint(tmp_path, warn=warnings.append) is None
-    assert len(warnings) == 2 and "epoch_002" in warnings[0] and "epoch_001" in warnings[1]
-
-
-def test_checkpoints_sort_by_epoch_number_not_by_name(tiny, tmp_path):
-    base, _ = tiny
-    model = SoftPromptModel(base, torch.randn(4, base.config.n_embd))
-    optimizer = torch.optim.AdamW([model.prompt])
-    for epoch in (999, 1000):
-        save_checkpoint(tmp_path, epoch, epoch, model, optimizer, {}, {})
-    assert latest_checkpoint(tmp_path) == tmp_path / "epoch_1000"
-
-
-def test_fp16_loss_scale_survives_a_checkpoint(tiny, tmp_path):
-    # fp16 training's GradScaler state is saved with the optimizer state: a resumed run keeps its loss scale
-    # and growth counter instead of restarting at 65,536 and skipping its first steps for overflow.
-    from softprompt.checkpoint import load_trainer_state
-    from softprompt.model import SoftPromptModel, init_prompt
-
-    base, tokenizer = tiny
-    model = SoftPromptModel(base, init_prompt(base, tokenizer, "vocab", 3, seed=1))
-    optimizer = torch.optim.AdamW([model.prompt], lr=0.1)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=3)
-    for found_inf in (True, False, False):  # one overflow halves the scale; two good steps count towards growth
-        model.prompt.grad = torch.full_like(model.prompt, float("inf") if found_inf else 1.0)
-        scaler.scale(torch.ones(()))  # the scale tensor is made lazily
-        scaler.step(optimizer)
-        scaler.update()
-    saved = scaler.state_dict()
-    assert saved["scale"] == 2.0**15 and saved["_growth_tracker"] == 2
-    save_checkpoint(tmp_path, 1, 3, model, optimizer, {}, {"task": "qna"}, scaler=scaler)
-    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=3)
-    load_trainer_state(tmp_path / "epoch_001", model, torch.optim.AdamW([model.prompt], lr=0.1), fresh)
-    assert fresh.state_dict() == saved
