@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import extra_task
 from softprompt import tasks
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -27,7 +28,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRA_TASK = "SOFTPROMPT_TEST_TASK"
+EXTRA_TASK = extra_task.VARIABLE
 SHARED_CACHE = "SOFTPROMPT_TEST_CACHE"
 """A test session that starts another (tests/unit/test_new_task.py) passes its cache folder on in this, so the
 built-in model is not built twice."""
@@ -38,10 +39,7 @@ def _register_extra_task() -> dict[str, Path]:
     path = os.environ.get(EXTRA_TASK)
     if not path:
         return {}
-    spec = importlib.util.spec_from_file_location("extra_task", ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    tasks.TASKS[module.TASK.name] = module.TASK
+    module = extra_task.register(path)
     return {module.TASK.name: Path(module.SMOKE_CONFIG)}
 
 
@@ -139,8 +137,10 @@ def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = Non
     if nproc > 1:
         launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
         full_env.setdefault("OMP_NUM_THREADS", "1")
+    # With an extra task, the script starts through tests/extra_task.py, which registers it first.
+    through = [str(ROOT / "tests" / "extra_task.py")] if full_env.get(EXTRA_TASK) else []
     return subprocess.run(
-        [sys.executable, *launcher, str(ROOT / "scripts" / script), *args],
+        [sys.executable, *launcher, *through, str(ROOT / "scripts" / script), *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,
@@ -160,7 +160,6 @@ def free_port() -> int:
 
 def script_cli(script: str):
     """scripts/<script>'s main, run in process: the returned function takes its arguments, returns its exit status."""
-    import importlib.util
 
     from softprompt.errors import run_cli
 

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 import conftest
 from conftest import TASK_NAMES, run_script, smoke_config
+from softprompt.config import load_config
 
 STEP_LINE = re.compile(r"^Epoch: \d+ \| Step: \d+ \| Loss: \d+\.\d{6}$")
 TRAIN_LINE = re.compile(r"^Epoch: (\d+) \| Average train loss: (\d+\.\d{6})$")
@@ -35,7 +36,7 @@ def runs(tmp_path_factory):
         procs = dict(zip(TASK_NAMES, pool.map(run, TASK_NAMES), strict=True))
     for proc in procs.values():
         assert proc.returncode == 0, proc.stderr
-    return {task: (proc, out / f"smoke-{task}") for task, proc in procs.items()}
+    return {task: (proc, out / load_config(smoke_config(task)).run_name) for task, proc in procs.items()}
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
@@ -65,7 +66,7 @@ def test_smoke_run_logs_in_the_reference_format_and_checkpoints(runs, task):
             "trainer_state.safetensors",
             "trainer_state.json",
         }
-    png = conftest.RESULTS[0] / f"smoke-{task}" / "loss.png"
+    png = conftest.RESULTS[0] / run_dir.name / "loss.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"Loss curves: {png}" in proc.stdout
     meta = json.loads((run_dir / "epoch_010" / "prompt.json").read_text())
     assert meta["task"] == task and meta["prompt_length"] == 4 and meta["epoch"] == 10
