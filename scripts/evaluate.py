@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from softprompt.config import load_config
-from softprompt.errors import SoftPromptError, run_cli
+from softprompt.cli import run_cli
+from softprompt.errors import SoftPromptError
 from softprompt.evaluate import BASELINES, DecodeOptions, evaluate, evaluate_all, speed_line, summary_line
 from softprompt.parallel import process_group
 from softprompt.tasks import TASKS
