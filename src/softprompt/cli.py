@@ -1,7 +1,7 @@
 """How every script under scripts/ runs: user-facing errors as one line on stderr and a non-zero exit.
 
-    if __name__ == "__main__":
-        raise SystemExit(run_cli(main))     # SoftPromptError: "error: ..." and status 2; --debug: the traceback
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))     # SoftPromptError: "error: ..." and status 2; --debug: the traceback
 """
 
 from __future__ import annotations

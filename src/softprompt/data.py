@@ -299,7 +299,6 @@ class Examples:
     """How `limits` were set, e.g. "data.max_target_tokens = 24" or "10 (given)"."""
 
 
-
 def generation_batch(sources: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-padded sources, ready for SoftPromptModel.generate."""
     width = max(len(s) for s in sources)
