@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .harness import ABLATIONS
+from .plan import ABLATIONS
 
 ABLATION_TEXT = {
     "ours-gelunew/fp32": (

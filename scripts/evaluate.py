@@ -5,8 +5,9 @@
     python scripts/evaluate.py --task all --config-dir configs/smoke   # every config there (one per task), one pass
     torchrun --nproc_per_node 4 scripts/evaluate.py --task sum   # 4 ranks share the batches; rank 0 writes, prints
 --task finds configs by their `task:` key among the YAML files directly in --config-dir (file names do not
-matter). Each prints one summary line per task, e.g.
- `tx | test | n=500 | BLEU 12.34 | chrF 40.12 | checkpoint epoch_010`.
+matter). Each evaluation prints one summary line per task, e.g.
+    tx | test | n=500 | BLEU 12.34 | chrF 40.12 | checkpoint epoch_010
+How the one pass over all tasks compares with separate runs: python scripts/bench_eval.py (a benchmark).
 """
 
 import argparse
