@@ -98,6 +98,7 @@ __all__ = [
     "PromptKind",
     "Prompting",
     "baseline_prefix",
+    "check_one_base",
     "evaluate",
     "evaluate_all",
     "load_examples",
@@ -221,7 +222,7 @@ def evaluate_all(
     configs. `split`, `limit` and `decode` apply to every task.
     """
     cfgs = _by_task(configs)
-    _check_one_base(cfgs)
+    check_one_base(cfgs)
     checkpoints = checkpoints or {}
     if set(checkpoints) - set(cfgs):
         raise SoftPromptError(
@@ -651,7 +652,7 @@ def _by_task(configs: Sequence[Config] | dict[str, Config]) -> dict[str, Config]
     return out
 
 
-def _check_one_base(cfgs: dict[str, Config]) -> None:
+def check_one_base(cfgs: dict[str, Config]) -> None:
     """All tasks share one frozen model: the configs must agree on it, its storage, device and precision."""
     fields = {
         "model.name_or_path": lambda c: c.model.name_or_path,
