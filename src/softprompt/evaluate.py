@@ -202,7 +202,8 @@ def evaluate(
     (after checking it comes from the same prompt, data and decoding), and without it an existing one is refused.
     Under torchrun every rank calls this and gets the metrics; rank 0 owns the results folder and its partial file.
     """
-    plan = _Plan.make({cfg.task.name: cfg}, {cfg.task.name: prompting}, False, split, limit, decode, results_dir)
+    one = {cfg.task.name: cfg}, {cfg.task.name: prompting}
+    plan = _Plan.make(*one, mixed=False, split=split, limit=limit, decode=decode, results_dir=results_dir)
     return _evaluate(dataclasses.replace(plan, resume=resume, progress=progress))[cfg.task.name]
 
 
@@ -230,7 +231,7 @@ def evaluate_all(
             f"which no config is for (tasks: {', '.join(cfgs)})"
         )
     prompting = {t: Prompting(checkpoint=checkpoints.get(t)) for t in cfgs}
-    plan = _Plan.make(cfgs, prompting, True, split, limit, decode, results_dir)
+    plan = _Plan.make(cfgs, prompting, mixed=True, split=split, limit=limit, decode=decode, results_dir=results_dir)
     return _evaluate(dataclasses.replace(plan, progress=progress))
 
 
@@ -251,7 +252,17 @@ class _Plan:
     progress: bool = True
 
     @classmethod
-    def make(cls, cfgs, prompting, mixed, split, limit, decode, results_dir) -> _Plan:
+    def make(
+        cls,
+        cfgs: dict[str, Config],
+        prompting: dict[str, Prompting],
+        *,
+        mixed: bool,
+        split: str | None,
+        limit: int | None,
+        decode: DecodeOptions | None,
+        results_dir: str | Path,
+    ) -> _Plan:
         """Checked before anything loads; the batch size defaults to the smallest train.eval_batch_size."""
         decode = decode or DecodeOptions()
         if limit is not None and limit < 1:
@@ -415,10 +426,10 @@ def _generator(plan: _Plan, loaded: _Loaded, skip: set[int], d: distributed.Dist
     """generate(on_batch=...) over this rank's share of the pass's rows (see parallel.generate_together)."""
     common = dict(precision=plan.first.train.precision, progress=plan.progress and d.main, share=(d.rank, d.world))
     if plan.mixed:
-        rows = [loaded.examples[t] for t, _ in loaded.stream], [i for _, i in loaded.stream]
-        sources = [ex.sources[i] for ex, i in zip(*rows, strict=True)]
-        tasks = [ex.task for ex in rows[0]]
-        limits = [ex.limits[i] for ex, i in zip(*rows, strict=True)]
+        rows = [(loaded.examples[t], i) for t, i in loaded.stream]
+        sources = [ex.sources[i] for ex, i in rows]
+        tasks = [ex.task for ex, _ in rows]
+        limits = [ex.limits[i] for ex, i in rows]
         return functools.partial(
             predict_mixed, loaded.model, loaded.tokenizer, sources, tasks, limits, plan.opts, **common
         )
@@ -444,7 +455,7 @@ def _finish(plan: _Plan, loaded: _Loaded, out_dirs, done: dict[int, str], skip: 
         if chosen.prompting.kind is PromptKind.ENSEMBLE:
             metrics["ensemble"] = _members_record(chosen, loaded.model)
         write_results(out_dirs[task], metrics, ex, loaded.tokenizer, predictions)
-        if not plan.mixed:
+        if not plan.mixed:  # one pass over several tasks has never logged to the runs' trackers
             _track(ex.cfg, plan.results_dir, out_dirs[task].name, metrics, chosen)
         out[task] = metrics
     return out
