@@ -71,16 +71,8 @@ def bench_generation(plan: Plan, base: nn.Module, prompt: torch.Tensor, device: 
             log(f"[generate] repeat {r + 1}/{plan.gen_repeats} {name}: {times[name][-1]:.2f} s")
     new_tokens = {i: ours_out[g][j].tolist() for g, grp in enumerate(groups) for j, i in enumerate(grp)}
     assert all(len(t) == T for t in new_tokens.values())
-    # The no-cache loop on a few examples at evenly spaced lengths (shortest to longest).
-    k = min(plan.naive_examples, len(order))
-    picks = (
-        [order[round(j * (len(order) - 1) / max(1, k - 1))] for j in range(k)] if k > 1 else [order[len(order) // 2]]
-    )
-    t0 = clock(device)
-    naive = {i: naive_generate(ours, sources[i], T, eos, device) for i in picks}
-    naive_s = clock(device) - t0
-    log(f"[generate] no-cache loop: {k} example(s) in {naive_s:.2f} s")
-    n = len(sources)
+    picks, naive, naive_s = _no_cache_loop(plan, ours, sources, order, eos, device, log)
+    n, k = len(sources), len(picks)
     ours_s, peft_s = statistics.median(times["ours"]), statistics.median(times["peft"])
     return {
         "examples": n,
@@ -99,3 +91,17 @@ def bench_generation(plan: Plan, base: nn.Module, prompt: torch.Tensor, device: 
         "naive_examples_per_s": k / naive_s,
         "naive_matches_ours": sum(naive[i] == new_tokens[i] for i in picks),
     }
+
+
+def _no_cache_loop(plan: Plan, ours: SoftPromptModel, sources, order, eos: int, device: torch.device, log):
+    """(picked rows, their tokens, seconds) of the no-cache loop on a few examples at evenly spaced lengths
+    (shortest to longest): it takes minutes per example on a real model."""
+    k = min(plan.naive_examples, len(order))
+    picks = (
+        [order[round(j * (len(order) - 1) / max(1, k - 1))] for j in range(k)] if k > 1 else [order[len(order) // 2]]
+    )
+    t0 = clock(device)
+    naive = {i: naive_generate(ours, sources[i], plan.gen_new_tokens, eos, device) for i in picks}
+    naive_s = clock(device) - t0
+    log(f"[generate] no-cache loop: {k} example(s) in {naive_s:.2f} s")
+    return picks, naive, naive_s

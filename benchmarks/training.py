@@ -54,21 +54,7 @@ def bench_training(plan: Plan, shape: Shape, base: nn.Module, prompt: torch.Tens
                 )
     out = {"shape": asdict(shape), "padded_length": [int(b["input_ids"].shape[1]) for b in batches], "rows": {}}
     for v in variants:
-        reps = timed[v.row]
-        seconds = [_step(t, plan) for t in reps]
-        out["rows"][v.row] = {
-            "trainable_params": v.trainable,
-            "step_s": statistics.median(seconds),
-            "step_s_repeats": seconds,
-            "tokens_per_s": statistics.median(
-                t["tokens"] / sum(t[k] for k in ("forward", "backward", "optimizer")) for t in reps
-            ),
-            **{
-                f"{k}_s": statistics.median(t[k] / plan.steps for t in reps)
-                for k in ("forward", "backward", "optimizer")
-            },
-            "losses": v.losses,
-        }
+        out["rows"][v.row] = _row_record(v, timed[v.row], plan)
     if sanity:
         sanity["max_abs_diff_all_steps"] = max(
             abs(a - b) for a, b in zip(by_row["ours/fp32"].losses, by_row["peft/fp32"].losses, strict=True)
@@ -83,6 +69,21 @@ def bench_training(plan: Plan, shape: Shape, base: nn.Module, prompt: torch.Tens
     del variants, by_row
     gc.collect()
     return out
+
+
+def _row_record(v: Variant, reps: list[dict], plan: Plan) -> dict:
+    """One row's figures: medians over its timed repeats, and every loss it computed."""
+    seconds = [_step(t, plan) for t in reps]
+    return {
+        "trainable_params": v.trainable,
+        "step_s": statistics.median(seconds),
+        "step_s_repeats": seconds,
+        "tokens_per_s": statistics.median(
+            t["tokens"] / sum(t[k] for k in ("forward", "backward", "optimizer")) for t in reps
+        ),
+        **{f"{k}_s": statistics.median(t[k] / plan.steps for t in reps) for k in ("forward", "backward", "optimizer")},
+        "losses": v.losses,
+    }
 
 
 def _step(t: dict[str, float], plan: Plan) -> float:
