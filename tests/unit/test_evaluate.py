@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from conftest import smoke_config
 from softprompt import evaluate as evaluate_module
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
