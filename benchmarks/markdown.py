@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .harness import ABLATIONS
+from .plan import ABLATIONS
 
 ABLATION_TEXT = {
     "ours-gelunew/fp32": (
@@ -45,9 +45,21 @@ def _load(m: dict) -> str:
 
 
 def render_markdown(r: dict) -> str:
+    """bench.md: the run's header, the targets, then a section per measurement (and a --rows re-measure)."""
+    lines = _header(r) + _targets(r)
+    for name, s in r["training"].items():
+        lines += _training(name, s)
+    lines += _memory(r["memory"]) + _generation(r["generation"]) + _storage(r["storage"], r["plan"])
+    if sub := r.get("subset"):
+        lines += _subset(sub)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _header(r: dict) -> list[str]:
     m, plan = r["machine"], r["plan"]
     model = "GPT2Config()" if not plan["model"] else "GPT2Config(**" + json.dumps(plan["model"]) + ")"
-    lines = [
+    return [
         "# Benchmark: prompt tuning vs PEFT, LoRA and full fine-tuning",
         "",
         f"Produced by `{r['command'] or 'python scripts/bench.py'}` ({plan['mode']} mode) "
@@ -63,6 +75,11 @@ def render_markdown(r: dict) -> str:
         f"AdamW lr {plan['lr']}; warm-up steps per row {plan['warmup']}, then {plan['repeats']} timed repeat(s) of "
         f"{plan['steps']} step(s) per row, round-robin (reversed every other repeat); medians.",
         "",
+    ]
+
+
+def _targets(r: dict) -> list[str]:
+    lines = [
         "## Targets (throughput shape)",
         "",
         "| target | measured | goal | result |",
@@ -76,11 +93,11 @@ def render_markdown(r: dict) -> str:
             "",
             "The bf16-stored base's targets come from the re-measured rows at the end, beside their own ours/fp32.",
         ]
-    for name, s in r["training"].items():
-        lines += _training(name, s)
-    lines += _memory(r["memory"])
-    g = r["generation"]
-    lines += [
+    return lines
+
+
+def _generation(g: dict) -> list[str]:
+    return [
         "",
         f"## Generation (greedy, {g['new_tokens']} new tokens, {g['examples']} examples of {min(g['source_lengths'])}–"
         f"{max(g['source_lengths'])} source tokens, batches of {g['batch']} sorted by length)",
@@ -97,8 +114,10 @@ def render_markdown(r: dict) -> str:
         "",
         f"The no-cache loop's tokens equal ours for {g['naive_matches_ours']} of its {g['naive_examples']} example(s).",
     ]
-    st = r["storage"]
-    lines += [
+
+
+def _storage(st: dict, plan: dict) -> list[str]:
+    lines = [
         "",
         "## Storage per task",
         "",
@@ -113,19 +132,21 @@ def render_markdown(r: dict) -> str:
     }
     for k, x in st.items():
         lines.append(f"| {names[k]} | {x['trainable_params']:,} | {x['weights_bytes']:,} B | {x['total_bytes']:,} B |")
-    if sub := r.get("subset"):
-        lines += [
-            "",
-            f"## Re-measured rows: {', '.join(sub['plan']['only'])}",
-            "",
-            f"Produced by `{sub['command']}` in {sub['wall_s'] / 60:.1f} min, after the run above, so these rows "
-            f"compare with the ours/fp32 measured beside them, not with the tables above.{_load(sub['machine'])}",
-        ]
-        for name, s in sub["training"].items():
-            lines += [line.replace("## ", "### ", 1) for line in _training(name, s)]
-        lines += [line.replace("## ", "### ", 1) for line in _memory(sub["memory"])]
-    lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def _subset(sub: dict) -> list[str]:
+    lines = [
+        "",
+        f"## Re-measured rows: {', '.join(sub['plan']['only'])}",
+        "",
+        f"Produced by `{sub['command']}` in {sub['wall_s'] / 60:.1f} min, after the run above, so these rows "
+        f"compare with the ours/fp32 measured beside them, not with the tables above.{_load(sub['machine'])}",
+    ]
+    for name, s in sub["training"].items():
+        lines += [line.replace("## ", "### ", 1) for line in _training(name, s)]
+    lines += [line.replace("## ", "### ", 1) for line in _memory(sub["memory"])]
+    return lines
 
 
 def _training(name: str, s: dict) -> list[str]:

@@ -9,7 +9,7 @@ Writes <out>/table.md and <out>/table.png (and the runs' checkpoints and results
 import argparse
 
 from softprompt.ablation import run_grid
-from softprompt.errors import run_cli
+from softprompt.cli import run_cli
 
 
 def main(argv=None):

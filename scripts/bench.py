@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside scripts/, not installed
 
-from benchmarks.harness import make_plan, run_bench  # noqa: E402
-from softprompt.errors import run_cli  # noqa: E402
+from benchmarks.harness import run_bench  # noqa: E402
+from benchmarks.plan import make_plan  # noqa: E402
+from softprompt.cli import run_cli  # noqa: E402
 
 
 def main(argv=None):

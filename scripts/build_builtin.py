@@ -10,7 +10,7 @@ import argparse
 import shlex
 import sys
 
-from softprompt.errors import run_cli
+from softprompt.cli import run_cli
 from softprompt.pretrain import Recipe, build
 
 

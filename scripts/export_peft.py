@@ -13,7 +13,7 @@ its base, so the adapter loads on this machine only.
 
 import argparse
 
-from softprompt.errors import run_cli
+from softprompt.cli import run_cli
 from softprompt.peft_compat import ADAPTER_CONFIG, ADAPTER_WEIGHTS, export_peft
 
 

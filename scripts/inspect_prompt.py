@@ -7,7 +7,7 @@ distance from its initial word, and the nearest vocabulary tokens.
 
 import argparse
 
-from softprompt.errors import run_cli
+from softprompt.cli import run_cli
 from softprompt.inspection import format_report, inspect_prompt
 
 

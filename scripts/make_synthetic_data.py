@@ -7,7 +7,7 @@ The output is deterministic (fixed seeds in softprompt.synthetic): rerunning it 
 
 import argparse
 
-from softprompt.errors import run_cli
+from softprompt.cli import run_cli
 from softprompt.synthetic import write_splits
 
 

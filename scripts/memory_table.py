@@ -8,7 +8,7 @@ Nothing is downloaded or allocated (see softprompt.memory): about 15 s on a CPU.
 
 import argparse
 
-from softprompt.errors import run_cli
+from softprompt.cli import run_cli
 from softprompt.memory import memory_table
 
 

@@ -7,7 +7,7 @@ python scripts/plot_losses.py checkpoints/sum --out /tmp/sum-loss.png
 import argparse
 from pathlib import Path
 
-from softprompt.errors import run_cli
+from softprompt.cli import run_cli
 from softprompt.plots import plot_losses
 
 

@@ -13,7 +13,7 @@ import argparse
 import shlex
 import sys
 
-from softprompt.errors import run_cli
+from softprompt.cli import run_cli
 from softprompt.report import REPORT_MD, REPORT_PNG, write_report
 
 

@@ -10,8 +10,8 @@ On SIGTERM or SIGUSR1 it checkpoints at the end of the current optimizer step an
 
 import argparse
 
+from softprompt.cli import run_cli
 from softprompt.config import load_config
-from softprompt.errors import run_cli
 from softprompt.preemption import EXIT_PREEMPTED, Preempted
 from softprompt.train import train
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_config
-from .evaluate import evaluate
+from .evaluate import Prompting, evaluate
 from .train import train
 
 
@@ -73,7 +73,7 @@ def run_grid(config: str | Path, out_dir: str | Path, log: Callable[[str], None]
             }
         )
         log(f"{v.question:14s} {v.name:30s} {label} {metrics['scores'][key]:6.2f}  ({train_s:.0f} s training)")
-    baseline = evaluate(base, baseline="none", results_dir=out_dir / "results", progress=False)
+    baseline = evaluate(base, Prompting.baseline("none"), results_dir=out_dir / "results", progress=False)
     rows.append(
         {
             "question": "no prompt",

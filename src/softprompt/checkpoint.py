@@ -21,6 +21,10 @@ records the SHA-256 of its files; one that fails the check (a flipped bit, a
 truncated copy) is reported by name and passed over for the one before. A
 checkpoint is never written from a prompt or loss that is NaN or infinite.
 No pickle: tensors go to safetensors, everything else to JSON.
+
+Finding one: `latest_checkpoint(run_dir)` (the newest that passes its check),
+`resolve_checkpoint(cfg, given)` (what evaluation and serving load: the one
+given, else the run's latest, or an error naming the training command).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import testing
+from .config import Config
 from .errors import SoftPromptError, first_line
 from .files import fsync, sha256, write_text_atomic
 from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel, read_prompt
@@ -240,6 +245,27 @@ def resolve_prompt_dir(path: str | Path) -> Path:
         latest = latest_checkpoint(path)
         if latest is not None:
             return latest
+    return path
+
+
+def resolve_checkpoint(cfg: Config, checkpoint: str | Path | None = None) -> Path:
+    """The checkpoint to score or serve: the one given (its SHA-256 checked), else the run's latest.
+
+    A clear error naming the training command when there is none.
+    """
+    train_cmd = f"python scripts/train.py --config {cfg.source}"
+    if checkpoint is None:
+        found = latest_checkpoint(cfg.run_dir)
+        if found is None:
+            raise SoftPromptError(f"no checkpoint in {cfg.run_dir}; train one first with: {train_cmd}")
+        return found
+    path = Path(checkpoint)
+    if not path.is_dir():
+        raise SoftPromptError(f"checkpoint {path} not found; checkpoints of this config are made by: {train_cmd}")
+    if (path / STATE_META).is_file():  # a training checkpoint records its files' SHA-256: check them
+        problem = verify(path)
+        if problem:
+            raise SoftPromptError(f"checkpoint {problem}")
     return path
 
 

@@ -540,3 +540,26 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+def configs_by_task(directory: str | os.PathLike) -> dict[str, Path]:
+    """{task: config file} of the YAML files directly in `directory`, found by their `task:` key, in the
+    registry's task order (what `scripts/evaluate.py --task NAME` and `--task all` read; file names do not count).
+
+    A file without a readable `task:` key is not a task's config and is passed over; two files for one task
+    are an error naming both.
+    """
+    found: dict[str, Path] = {}
+    for path in sorted(Path(directory).glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+            continue
+        task = raw.get("task") if isinstance(raw, dict) else None
+        if not isinstance(task, str):
+            continue
+        if task in found:
+            raise ConfigError(f"{found[task]} and {path} are both configs for task '{task}'; keep one in {directory}")
+        found[task] = path
+    order = list(TASKS)
+    return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))

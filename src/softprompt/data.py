@@ -10,7 +10,8 @@ reported with its file and line number. Tokenisation runs in `datasets.map`
 
 Batches are padded to their longest row only. Training rows are right-padded
 (source, target, pads) with labels -100 everywhere but the target; generation
-rows are left-padded sources.
+rows are left-padded sources. `Examples` holds one task's evaluation rows as
+evaluation scores them: records, source ids and each row's token limit.
 """
 
 from __future__ import annotations
@@ -277,6 +278,25 @@ def training_batch(rows: list[dict[str, Any]], pad_id: int) -> dict[str, torch.T
         labels[i, n_src : len(s)] = torch.tensor(r["target_ids"])
         mask[i, : len(s)] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+@dataclass
+class Examples:
+    """One task's evaluation examples, tokenised with room for a prefix of a given length."""
+
+    cfg: Config
+    task: Task
+    split: str
+    records: list[dict[str, Any]]
+    sources: list[list[int]]
+    limits: list[int]
+    source_budget: int
+    sources_cut: int
+    split_size: int
+    sample: list[int] | None
+    """The indices scored when a limit drew a sample; None: the whole split."""
+    limit_rule: str
+    """How `limits` were set, e.g. "data.max_target_tokens = 24" or "10 (given)"."""
 
 
 def generation_batch(sources: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -42,3 +42,10 @@ def autocast(device: torch.device, precision: Precision):
     if precision is Precision.FP32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
+
+
+def device_name(device: torch.device) -> str:
+    """The device as metrics.json records it: `cuda:0 (NVIDIA H100 80GB HBM3)`, or `cpu`."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)

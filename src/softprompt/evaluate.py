@@ -1,16 +1,16 @@
 """Score trained soft prompts, or a baseline without one, on a task's evaluation split; or all tasks in one pass.
 
     metrics = evaluate(load_config("configs/smoke/qna.yaml"))                  # latest checkpoint
-    metrics = evaluate(cfg, baseline="hard")     # the init words as plain text instead of the prompt
-    metrics = evaluate(cfg, baseline="text", prompt_text="reply with the place")   # any text, e.g. an oracle
-    metrics = evaluate(cfg, ensemble=["checkpoints/qna-s1", "checkpoints/qna-s2"])   # prompt ensemble
+    metrics = evaluate(cfg, Prompting(checkpoint="checkpoints/smoke-qna/epoch_001"))   # a checkpoint of your choice
+    metrics = evaluate(cfg, Prompting.baseline("hard"))    # the init words as plain text instead of the prompt
+    metrics = evaluate(cfg, Prompting.baseline("text", "reply with the place"))   # any text, e.g. an oracle
+    metrics = evaluate(cfg, Prompting.ensemble(["checkpoints/qna-s1", "checkpoints/qna-s2"]))   # prompt ensemble
     metrics = evaluate(cfg, decode=DecodeOptions(batch_size=4, max_new_tokens=16), limit=200)
     metrics = evaluate(cfg, resume=True)         # continue an interrupted evaluation from its partial file
     print(summary_line(metrics))   # qna | validation | n=10 | EM 0.00 | F1 3.21 | checkpoint epoch_010
 
-    results = evaluate_all([load_config(f"configs/smoke/{t}.yaml") for t in TASKS], compare=True)
-    print(speed_line(results))
-    # speed | 3 tasks, n=30, batch 8 | one mixed pass 77.67 ex/s | separate runs 52.70 ex/s | 1.47x | 30/30 ...
+    results = evaluate_all([load_config(f"configs/smoke/{t}.yaml") for t in ("qna", "sum", "tx")])
+    print(speed_line(results))     # speed | 3 tasks, n=600, batch 16 | one mixed pass 77.67 ex/s
 
 This module decides what is scored and with which prompt; generation.py
 decodes (batched, greedy by default, each row to its own token limit and its
@@ -18,20 +18,28 @@ task's stop rule) and results.py writes (metrics.json, predictions.jsonl, and
 predictions.partial.jsonl while generating, which `resume=True` continues).
 Scores come from the task's own metric (Task.score).
 
-Many tasks in one pass (`evaluate_all`, `evaluate.py --task all`): one frozen
-base model (every config must name the same one), each task's latest
-checkpoint as a named prompt of a MultiPromptModel, and one stream of all the
-tasks' examples sorted by source length, so a batch mixes tasks and each row
-gets its own task's prompt, token limit and stop rule: its prediction is the
-one a single-task run gives. A row joins a batch only where it has room for
-the batch's longest limit in the context window. `compare=True`
-(`--compare-speed`) then generates the same examples again by separate
-single-task `predict` calls in the same process and records both rates.
+How the prompt is applied is one value, `Prompting`: its `kind` is tuned (a
+checkpoint's soft prompt, by default the run's latest), one of the baselines
+none, hard and text (the frozen model without a trained prompt; hard and text
+put words and a newline where the prompt would sit), or ensemble.
 
-Prompt ensembling (`ensemble=[...]`, `--ensemble A B C`): the listed checkpoints
-of one task (or run folders: their latest checkpoint) are decoded together with
-`multi.ensemble_generate`, their next-token log-probabilities averaged at every
-greedy step. Greedy only.
+One pipeline scores one task or many (`_evaluate`), reading top to bottom:
+load (rank 0 first), open the partial file, generate, then score and write.
+For one task the model that decodes is the SoftPromptModel, the bare base
+(a baseline) or a PromptEnsemble. Many tasks in one pass (`evaluate_all`,
+`evaluate.py --task all`) use one frozen base model (every config must name
+the same one), each task's latest checkpoint as a named prompt of a
+MultiPromptModel, and one stream of all the tasks' examples sorted by source
+length, so a batch mixes tasks and each row gets its own task's prompt, token
+limit and stop rule: its prediction is the one a single-task run gives. A row
+joins a batch only where it has room for the batch's longest limit in the
+context window. How that pass compares in speed with separate runs is a
+benchmark: `python scripts/bench_eval.py` (benchmarks/eval_speed.py).
+
+Prompt ensembling (`Prompting.ensemble([...])`, `--ensemble A B C`): the listed
+checkpoints of one task (or run folders: their latest checkpoint) are decoded
+together (multi.PromptEnsemble), their next-token log-probabilities averaged at
+every greedy step. Greedy only.
 
 Token limits: by default a row may generate Task.new_tokens(data.max_target_tokens)
 new tokens, for every task so far data.max_target_tokens itself: training
@@ -60,33 +68,26 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from . import distributed, parallel
-from .checkpoint import STATE_META, latest_checkpoint, resolve_prompt_dir, sha256, verify
+from .checkpoint import STATE_META, resolve_checkpoint, resolve_prompt_dir, sha256
 from .config import Config, Tracker
-from .data import load_task_data
-from .devices import pick_device
+from .data import Examples, load_task_data
+from .devices import device_name, pick_device
 from .errors import SoftPromptError
-from .generation import DecodeOptions, mixed_batches, predict, predict_mixed
+from .generation import DecodeOptions, Unprompted, mixed_batches, predict, predict_mixed
 from .hub import context_window
 from .model import PROMPT_FILE, SoftPromptModel, build_model, read_prompt
-from .multi import MultiPromptModel, load_prompts
-from .results import (
-    SAMPLE_SEED,
-    Examples,
-    PartialPredictions,
-    decoding,
-    device_name,
-    results_path,
-    scored,
-    versions,
-    write_results,
-)
+from .multi import MultiPromptModel, PromptEnsemble, load_prompts
+from .provenance import versions
+from .results import SAMPLE_SEED, PartialPredictions, decoding, results_path, scored, write_results
 from .tasks import get_task
 from .tracking import add_scalars
 
@@ -94,9 +95,13 @@ __all__ = [
     "BASELINES",
     "SAMPLE_SEED",
     "DecodeOptions",
+    "PromptKind",
+    "Prompting",
     "baseline_prefix",
+    "check_one_base",
     "evaluate",
     "evaluate_all",
+    "load_examples",
     "mixed_batches",
     "predict",
     "resolve_checkpoint",
@@ -106,14 +111,379 @@ __all__ = [
     "token_limits",
 ]
 
-BASELINES = ("hard", "none", "text")
-"""hard: the config's init words as text; none: no prefix; text: a text you give (e.g. the oracle instruction)."""
+
+class PromptKind(str, Enum):
+    """How the prompt is applied (a str Enum: "hard" == PromptKind.HARD)."""
+
+    TUNED = "tuned"
+    """A checkpoint's trained soft prompt in front of the sources."""
+    NONE = "none"
+    """Baseline: the frozen model reads the sources alone."""
+    HARD = "hard"
+    """Baseline: the config's init words as text, and a newline, where the prompt would sit."""
+    TEXT = "text"
+    """Baseline: a text you give (e.g. the oracle instruction), and a newline."""
+    ENSEMBLE = "ensemble"
+    """Several checkpoints' prompts of one task, their log-probabilities averaged at each greedy step."""
+
+
+BASELINES = (PromptKind.HARD.value, PromptKind.NONE.value, PromptKind.TEXT.value)
+"""The kinds without a trained prompt, as `--baseline` names them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompting:
+    """What sits in front of the sources; checked when made (a SoftPromptError names what does not fit)."""
+
+    kind: PromptKind = PromptKind.TUNED
+    checkpoint: str | Path | None = None
+    """tuned: the checkpoint (or prompt or PEFT adapter) folder; None: the run's latest checkpoint."""
+    text: str | None = None
+    """text: the words put in front of every source."""
+    members: tuple[str | Path, ...] = ()
+    """ensemble: the checkpoints, or run folders (their latest checkpoint)."""
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kind", PromptKind(self.kind))
+        except ValueError:
+            kinds = ", ".join(k.value for k in PromptKind)
+            raise SoftPromptError(f"the prompt's kind must be one of {kinds}, got '{self.kind}'") from None
+        object.__setattr__(self, "members", tuple(self.members))
+        problems = []
+        given = self.text is not None
+        if (self.kind is PromptKind.TEXT) != given or (given and not self.text.strip()):
+            problems.append("baseline 'text' needs a non-empty text, and only it takes one")
+        if self.checkpoint is not None and self.kind is not PromptKind.TUNED:
+            problems.append(f"a checkpoint goes with the tuned prompt, not with '{self.kind.value}'")
+        if (self.kind is PromptKind.ENSEMBLE) != bool(self.members):
+            problems.append("an ensemble needs one checkpoint or more, and only an ensemble takes them")
+        if problems:
+            raise SoftPromptError("; ".join(problems))
+
+    @classmethod
+    def baseline(cls, kind: str | PromptKind, text: str | None = None) -> Prompting:
+        """A baseline: none, hard, or text with its text."""
+        if PromptKind(kind) not in (PromptKind.NONE, PromptKind.HARD, PromptKind.TEXT):
+            raise SoftPromptError(f"baseline must be one of {', '.join(BASELINES)}, got '{PromptKind(kind).value}'")
+        return cls(PromptKind(kind), text=text)
+
+    @classmethod
+    def ensemble(cls, members: Sequence[str | Path]) -> Prompting:
+        return cls(PromptKind.ENSEMBLE, members=tuple(members))
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.kind in (PromptKind.NONE, PromptKind.HARD, PromptKind.TEXT)
+
+    @property
+    def variant(self) -> str | None:
+        """The results folder's suffix: <split>-baseline-hard, <split>-ensemble; None for the tuned prompt."""
+        if self.is_baseline:
+            return f"baseline-{self.kind.value}"
+        return "ensemble" if self.kind is PromptKind.ENSEMBLE else None
+
+
+def evaluate(
+    cfg: Config,
+    prompting: Prompting = Prompting(),
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    decode: DecodeOptions | None = None,
+    results_dir: str | Path = "results",
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate, score and write results (see the module docstring); returns what metrics.json holds.
+
+    Defaults: the run's latest checkpoint, the task's evaluation split, all its examples, DecodeOptions().
+    Predictions stream to predictions.partial.jsonl as batches finish; resume=True continues that file
+    (after checking it comes from the same prompt, data and decoding), and without it an existing one is refused.
+    Under torchrun every rank calls this and gets the metrics; rank 0 owns the results folder and its partial file.
+    """
+    one = {cfg.task.name: cfg}, {cfg.task.name: prompting}
+    plan = _Plan.make(*one, mixed=False, split=split, limit=limit, decode=decode, results_dir=results_dir)
+    return _evaluate(dataclasses.replace(plan, resume=resume, progress=progress))[cfg.task.name]
+
+
+def evaluate_all(
+    configs: Sequence[Config] | dict[str, Config],
+    checkpoints: dict[str, str | Path] | None = None,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    decode: DecodeOptions | None = None,
+    results_dir: str | Path = "results",
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Score several tasks' prompts in one pass over one frozen model; {task: metrics} (see the module docstring).
+
+    Defaults: each task's latest checkpoint and evaluation split; the smallest train.eval_batch_size of the
+    configs. `split`, `limit` and `decode` apply to every task.
+    """
+    cfgs = _by_task(configs)
+    check_one_base(cfgs)
+    checkpoints = checkpoints or {}
+    if set(checkpoints) - set(cfgs):
+        raise SoftPromptError(
+            f"checkpoints given for {', '.join(sorted(set(checkpoints) - set(cfgs)))}, "
+            f"which no config is for (tasks: {', '.join(cfgs)})"
+        )
+    prompting = {t: Prompting(checkpoint=checkpoints.get(t)) for t in cfgs}
+    plan = _Plan.make(cfgs, prompting, mixed=True, split=split, limit=limit, decode=decode, results_dir=results_dir)
+    return _evaluate(dataclasses.replace(plan, progress=progress))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What one pass scores: each task's config and prompting, and the settings every task shares."""
+
+    cfgs: dict[str, Config]
+    prompting: dict[str, Prompting]
+    mixed: bool
+    """Several tasks' prompts in one MultiPromptModel, their examples in one stream (evaluate_all)."""
+    split: str | None
+    limit: int | None
+    opts: DecodeOptions
+    """The decoding options with the batch size filled in."""
+    results_dir: Path
+    resume: bool = False
+    progress: bool = True
+
+    @classmethod
+    def make(
+        cls,
+        cfgs: dict[str, Config],
+        prompting: dict[str, Prompting],
+        *,
+        mixed: bool,
+        split: str | None,
+        limit: int | None,
+        decode: DecodeOptions | None,
+        results_dir: str | Path,
+    ) -> _Plan:
+        """Checked before anything loads; the batch size defaults to the smallest train.eval_batch_size."""
+        decode = decode or DecodeOptions()
+        if limit is not None and limit < 1:
+            raise SoftPromptError(f"limit must be at least 1, got {limit}")
+        ensemble = any(p.kind is PromptKind.ENSEMBLE for p in prompting.values())
+        if ensemble and decode.num_beams > 1:
+            raise SoftPromptError(f"an ensemble decodes greedily, not with num_beams {decode.num_beams}")
+        batch = decode.batch_size or min(c.train.eval_batch_size for c in cfgs.values())
+        opts = dataclasses.replace(decode, batch_size=batch)
+        return cls(cfgs, prompting, mixed, split, limit, opts, Path(results_dir))
+
+    @property
+    def first(self) -> Config:
+        """The config the shared settings come from (the base model, device, precision, seed)."""
+        return next(iter(self.cfgs.values()))
+
+    def split_of(self, cfg: Config) -> str:
+        return self.split or cfg.data.eval_split or cfg.task.eval_split
+
+    def variant(self, task: str) -> str | None:
+        return "all" if self.mixed else self.prompting[task].variant
+
+
+@dataclasses.dataclass
+class _Chosen:
+    """One task's prompting with its checkpoint (or ensemble members) found and their metadata read."""
+
+    prompting: Prompting
+    ckpt: Path | None
+    members: list[Path]
+    metas: list[dict[str, Any]]
+
+    def origin(self) -> dict[str, Any]:
+        epoch = self.metas[0].get("epoch") if self.ckpt is not None else None
+        baseline = self.prompting.kind.value if self.prompting.is_baseline else None
+        return {"checkpoint": str(self.ckpt) if self.ckpt else None, "epoch": epoch, "baseline": baseline}
+
+    def identity(self) -> dict[str, Any]:
+        """What the predictions depend on besides the data and decoding: the prompts' SHA-256, or the baseline."""
+        return {
+            "checkpoint_sha256": _prompt_hash(self.ckpt) if self.ckpt is not None else None,
+            "ensemble_sha256": [_prompt_hash(p) for p in self.members],
+            "baseline": self.origin()["baseline"],
+        }
+
+
+@dataclasses.dataclass
+class _Loaded:
+    """What the load step gives: the model that decodes, and each task's examples with room for its prefix."""
+
+    chosen: dict[str, _Chosen]
+    model: nn.Module
+    """SoftPromptModel, Unprompted (a baseline), PromptEnsemble, or MultiPromptModel (several tasks)."""
+    tokenizer: Any
+    prefix: list[int]
+    """A baseline's text tokens, put in front of every source (empty otherwise)."""
+    examples: dict[str, Examples]
+    opts: DecodeOptions
+
+    @property
+    def stream(self) -> list[tuple[str, int]]:
+        """(task, example index) of every row the pass decodes, task after task."""
+        return [(t, i) for t, ex in self.examples.items() for i in range(len(ex.sources))]
+
+    def settings(self, task: str) -> dict[str, Any]:
+        """The decoding settings metrics.json and the partial file record."""
+        prefix = self.tokenizer.decode(self.prefix) if self.prefix else None
+        opts = self.opts
+        return decoding(self.examples[task], opts.batch_size, opts.num_beams, prefix)
+
+
+class _Collected:
+    """The predictions of a pass without a partial file (several tasks): {row: prediction}, as rank 0 gets them."""
+
+    def __init__(self) -> None:
+        self.done: dict[int, str] = {}
+
+    def append(self, indices: list[int], predictions: list[str]) -> None:
+        self.done.update(zip(indices, predictions, strict=True))
+
+
+def _evaluate(plan: _Plan) -> dict[str, dict[str, Any]]:
+    """The pipeline: load, open the partial file, generate, score and write; {task: metrics} on every rank."""
+    started = time.perf_counter()
+    d, device = _ranks(plan.first)
+    # Rank 0 first: it builds the caches the others read. An error on any rank stops every rank.
+    loaded = parallel.on_every_rank(functools.partial(_load, plan, device), d, device)
+    out_dirs = {t: results_path(plan.results_dir, x.cfg, x.split, plan.variant(t)) for t, x in loaded.examples.items()}
+    partial = parallel.on_main(functools.partial(_open_partial, plan, loaded, out_dirs), d, device)  # rank 0's file
+    skip = set(distributed.broadcast_json(sorted(partial.done) if d.main else None, d, device))
+
+    gen_start = time.perf_counter()
+    generate = _generator(plan, loaded, skip, d)
+    parallel.generate_together(generate, partial.append if d.main else None, d, device)  # all rows on rank 0
+    gen_time = time.perf_counter() - gen_start  # on rank 0: until every rank's last batch has arrived
+
+    timed = functools.partial(_timings, device, d, gen_time, len(loaded.stream) - len(skip), started)
+    finish = functools.partial(_finish, plan, loaded, out_dirs, partial.done if d.main else {}, skip, timed)
+    return distributed.broadcast_json(parallel.on_main(finish, d, device), d, device)
 
 
 def _ranks(cfg: Config) -> tuple[distributed.Dist, torch.device]:
     """This process's rank and device (under torchrun its own GPU, or the CPU), in the process group."""
     d, name = distributed.init(cfg.train.device, cfg.train.dist_timeout_minutes)
     return d, pick_device(name, cfg.model.dtype)
+
+
+def _load(plan: _Plan, device: torch.device) -> _Loaded:
+    """Checkpoints checked (before the model loads), the model with the prompts applied, every task's examples."""
+    chosen = {t: _choose(plan.cfgs[t], p) for t, p in plan.prompting.items()}
+    model, tokenizer = build_model(plan.first.model, seed=plan.first.train.seed)
+    model.to(device)
+    decoder, prefix, room = _apply_prompts(plan, chosen, model, tokenizer)
+    window = context_window(model.base)
+    examples = {
+        t: load_examples(cfg, tokenizer, window, room[t], plan.split_of(cfg), plan.limit, plan.opts)
+        for t, cfg in plan.cfgs.items()
+    }
+    return _Loaded(chosen, decoder, tokenizer, prefix, examples, plan.opts)
+
+
+def _choose(cfg: Config, prompting: Prompting) -> _Chosen:
+    """The checkpoint (or ensemble members) to score and their metadata; a baseline needs none."""
+    ckpt = resolve_checkpoint(cfg, prompting.checkpoint) if prompting.kind is PromptKind.TUNED else None
+    members = [resolve_prompt_dir(p) for p in prompting.members]
+    metas = [_prompt_meta(p, cfg) for p in ([ckpt] if ckpt is not None else members)]
+    return _Chosen(prompting, ckpt, members, metas)
+
+
+def _apply_prompts(
+    plan: _Plan, chosen: dict[str, _Chosen], model: SoftPromptModel, tokenizer
+) -> tuple[nn.Module, list[int], dict[str, int]]:
+    """(the model that decodes, a baseline's prefix tokens, each task's prefix length: the room its sources leave)."""
+    base, base_id = model.base, plan.first.model.name_or_path
+    if plan.mixed:
+        paths = [c.ckpt for c in chosen.values()]
+        prompts = dict(zip(chosen, load_prompts(base, paths, base_id=base_id), strict=True))
+        return MultiPromptModel(base, prompts, base_id=base_id), [], {t: p.shape[0] for t, p in prompts.items()}
+    ((task, one),) = chosen.items()
+    kind = one.prompting.kind
+    if kind is PromptKind.TUNED:
+        model.load_prompt(one.ckpt)
+        return model, [], {task: model.prompt_length}
+    if kind is PromptKind.ENSEMBLE:
+        ensemble = PromptEnsemble(base, load_prompts(base, one.members, base_id=base_id))
+        return ensemble, [], {task: ensemble.prompt_length}  # the stack is as long as its longest prompt
+    prefix = baseline_prefix(plan.cfgs[task], tokenizer, kind, one.prompting.text)
+    return Unprompted(base), prefix, {task: len(prefix)}
+
+
+def _open_partial(plan: _Plan, loaded: _Loaded, out_dirs: dict[str, Path]) -> PartialPredictions | _Collected:
+    """One task: its predictions.partial.jsonl (resumed, or refused without resume); several: no file."""
+    if plan.mixed:
+        return _Collected()
+    ((task, ex),) = loaded.examples.items()
+    header = _header(ex, loaded.chosen[task], loaded.settings(task), plan.limit)
+    return PartialPredictions(out_dirs[task], header, plan.resume)
+
+
+def _generator(plan: _Plan, loaded: _Loaded, skip: set[int], d: distributed.Dist) -> Callable[..., Any]:
+    """generate(on_batch=...) over this rank's share of the pass's rows (see parallel.generate_together)."""
+    common = dict(precision=plan.first.train.precision, progress=plan.progress and d.main, share=(d.rank, d.world))
+    if plan.mixed:
+        rows = [(loaded.examples[t], i) for t, i in loaded.stream]
+        sources = [ex.sources[i] for ex, i in rows]
+        tasks = [ex.task for ex, _ in rows]
+        limits = [ex.limits[i] for ex, i in rows]
+        return functools.partial(
+            predict_mixed, loaded.model, loaded.tokenizer, sources, tasks, limits, plan.opts, **common
+        )
+    (ex,) = loaded.examples.values()
+    sources = [loaded.prefix + s for s in ex.sources]
+    return functools.partial(
+        predict, loaded.model, loaded.tokenizer, sources, ex.task, ex.limits, plan.opts, skip=skip, **common
+    )
+
+
+def _finish(plan: _Plan, loaded: _Loaded, out_dirs, done: dict[int, str], skip: set[int], timed) -> dict[str, Any]:
+    """On rank 0: each task's metrics (scores, origin, decoding, timings), written beside its predictions."""
+    stream, out = loaded.stream, {}
+    for task, ex in loaded.examples.items():
+        predictions = [done[k] for k, (t, _) in enumerate(stream) if t == task]
+        chosen = loaded.chosen[task]
+        metrics = scored(ex, predictions, chosen.origin(), loaded.settings(task))
+        metrics.update(timed(), results_dir=str(out_dirs[task]))
+        if plan.mixed:
+            metrics["speed"] = _speed(loaded, plan.opts, metrics["generation_s"])
+        if skip:
+            metrics["resumed"] = len(skip)  # rows read back from the partial file; the timings are of the rest
+        if chosen.prompting.kind is PromptKind.ENSEMBLE:
+            metrics["ensemble"] = _members_record(chosen, loaded.model)
+        write_results(out_dirs[task], metrics, ex, loaded.tokenizer, predictions)
+        if not plan.mixed:  # one pass over several tasks has never logged to the runs' trackers
+            _track(ex.cfg, plan.results_dir, out_dirs[task].name, metrics, chosen)
+        out[task] = metrics
+    return out
+
+
+def _speed(loaded: _Loaded, opts: DecodeOptions, seconds: float) -> dict[str, Any]:
+    """The mixed pass's speed record (metrics.json's `speed`); the separate_* fields are filled by no evaluation
+    any more (benchmarks/eval_speed.py times separate runs) and stay null, so the file keeps its shape."""
+    n = len(loaded.stream)
+    return {
+        "tasks": list(loaded.examples),
+        "n": n,
+        "batch_size": opts.batch_size,
+        "mixed_s": seconds,
+        "mixed_examples_per_s": _rate(n, seconds),
+        "separate_s": None,
+        "separate_examples_per_s": None,
+        "ratio": None,
+        "separate_equal": None,
+    }
+
+
+def _members_record(chosen: _Chosen, ensemble: PromptEnsemble) -> list[dict[str, Any]]:
+    """What metrics.json records of an ensemble: each member's checkpoint, epoch and prompt length."""
+    return [
+        {"checkpoint": str(p), "epoch": m.get("epoch"), "prompt_length": int(t.shape[0])}
+        for p, m, t in zip(chosen.members, chosen.metas, ensemble.prompts, strict=True)
+    ]
 
 
 def token_limits(cfg: Config, sources: list[list[int]], max_new_tokens: int | None) -> list[int]:
@@ -129,30 +499,12 @@ def token_limits(cfg: Config, sources: list[list[int]], max_new_tokens: int | No
     return [min(room, cfg.task.new_tokens(room))] * len(sources)
 
 
-def resolve_checkpoint(cfg: Config, checkpoint: str | Path | None) -> Path:
-    """The checkpoint to score: the one given, else the run's latest; a clear error if there is none."""
-    train_cmd = f"python scripts/train.py --config {cfg.source}"
-    if checkpoint is None:
-        found = latest_checkpoint(cfg.run_dir)
-        if found is None:
-            raise SoftPromptError(f"no checkpoint in {cfg.run_dir}; train one first with: {train_cmd}")
-        return found
-    path = Path(checkpoint)
-    if not path.is_dir():
-        raise SoftPromptError(f"checkpoint {path} not found; checkpoints of this config are made by: {train_cmd}")
-    if (path / STATE_META).is_file():  # a training checkpoint records its files' SHA-256: check them
-        problem = verify(path)
-        if problem:
-            raise SoftPromptError(f"checkpoint {problem}")
-    return path
-
-
 def sample_indices(size: int, n: int, seed: int = SAMPLE_SEED) -> list[int]:
     """n of range(size), drawn with a fixed seed and kept in order (a split's first N can all share one topic)."""
     return sorted(random.Random(seed).sample(range(size), n))
 
 
-def _load_examples(cfg: Config, tokenizer, window: int, prefix_len: int, split: str, limit: int | None, decode):
+def load_examples(cfg: Config, tokenizer, window: int, prefix_len: int, split: str, limit: int | None, decode):
     """The split's examples (a seeded sample of `limit`), their sources cut to leave room for the prefix."""
     task = cfg.task
     data_cfg, window = _room_for_prefix(cfg, window, prefix_len)
@@ -196,10 +548,6 @@ def _room_for_prefix(cfg: Config, window: int, prefix_len: int) -> tuple[Config,
     return cfg, window - extra
 
 
-def _default_split(cfg: Config) -> str:
-    return cfg.data.eval_split or cfg.task.eval_split
-
-
 def _prompt_meta(ckpt: Path, cfg: Config) -> dict[str, Any]:
     """The prompt's metadata; fails fast on a bad checkpoint or one of another task, before the model loads."""
     _, meta = read_prompt(ckpt)
@@ -215,150 +563,7 @@ def _prompt_hash(ckpt: Path) -> str:
     return hashlib.sha256(read_prompt(ckpt)[0].float().numpy().tobytes()).hexdigest()
 
 
-def _check_choice(checkpoint, baseline, prompt_text, ensemble, decode: DecodeOptions, limit) -> None:
-    """The library's own check of what to score (scripts/evaluate.py checks its flags before this)."""
-    problems = []
-    if baseline is not None and baseline not in BASELINES:
-        problems.append(f"baseline must be one of {', '.join(BASELINES)}, got '{baseline}'")
-    if (baseline == "text") != (prompt_text is not None) or (prompt_text is not None and not prompt_text.strip()):
-        problems.append("baseline='text' needs a non-empty prompt_text, and prompt_text needs baseline='text'")
-    if sum(x is not None for x in (checkpoint, baseline, ensemble)) > 1:
-        problems.append("checkpoint, baseline and ensemble exclude each other")
-    if ensemble is not None and (not ensemble or decode.num_beams > 1):
-        problems.append(f"an ensemble needs one checkpoint or more and decodes greedily (num_beams {decode.num_beams})")
-    if limit is not None and limit < 1:
-        problems.append(f"limit must be at least 1, got {limit}")
-    if problems:
-        raise SoftPromptError("; ".join(problems))
-
-
-@dataclasses.dataclass
-class _Prompting:
-    """What sits in front of the sources: one checkpoint's prompt, an ensemble's prompts, or a baseline's text."""
-
-    ckpt: Path | None = None
-    members: list[Path] = dataclasses.field(default_factory=list)
-    metas: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    baseline: str | None = None
-    prefix: list[int] = dataclasses.field(default_factory=list)
-    prompts: list[torch.Tensor] | None = None
-
-    @property
-    def variant(self) -> str | None:
-        return f"baseline-{self.baseline}" if self.baseline is not None else "ensemble" if self.members else None
-
-    def origin(self) -> dict[str, Any]:
-        epoch = self.metas[0].get("epoch") if self.ckpt is not None else None
-        return {"checkpoint": str(self.ckpt) if self.ckpt else None, "epoch": epoch, "baseline": self.baseline}
-
-    def members_record(self) -> list[dict[str, Any]]:
-        """What metrics.json records of an ensemble: each member's checkpoint, epoch and prompt length."""
-        return [
-            {"checkpoint": str(p), "epoch": m.get("epoch"), "prompt_length": int(t.shape[0])}
-            for p, m, t in zip(self.members, self.metas, self.prompts or [], strict=True)
-        ]
-
-    def identity(self) -> dict[str, Any]:
-        """What the predictions depend on besides the data and decoding: the prompts' SHA-256, or the baseline."""
-        return {
-            "checkpoint_sha256": _prompt_hash(self.ckpt) if self.ckpt is not None else None,
-            "ensemble_sha256": [_prompt_hash(p) for p in self.members],
-            "baseline": self.baseline,
-        }
-
-
-def _choose(cfg: Config, checkpoint, baseline: str | None, ensemble) -> _Prompting:
-    """The checkpoint (or ensemble members) to score, checked before the model loads; a baseline needs none."""
-    how = _Prompting(baseline=baseline)
-    if baseline is None and ensemble is None:
-        how.ckpt = resolve_checkpoint(cfg, checkpoint)
-    how.members = [resolve_prompt_dir(p) for p in ensemble or []]
-    how.metas = [_prompt_meta(p, cfg) for p in ([how.ckpt] if how.ckpt is not None else how.members)]
-    return how
-
-
-def _load_prompting(model: SoftPromptModel, tokenizer, cfg: Config, how: _Prompting, prompt_text) -> int:
-    """Put what `how` names into the model (or the ensemble's prompts, or the baseline's prefix); the prefix length."""
-    if how.ckpt is not None:
-        model.load_prompt(how.ckpt)
-        return model.prompt_length
-    if how.members:
-        how.prompts = load_prompts(model.base, how.members, base_id=cfg.model.name_or_path)
-        return max(p.shape[0] for p in how.prompts)  # the ensemble's stack is as long as its longest prompt
-    how.prefix = baseline_prefix(cfg, tokenizer, how.baseline, prompt_text)
-    return len(how.prefix)
-
-
-def evaluate(
-    cfg: Config,
-    checkpoint: str | Path | None = None,
-    *,
-    baseline: str | None = None,
-    prompt_text: str | None = None,
-    ensemble: Sequence[str | Path] | None = None,
-    split: str | None = None,
-    limit: int | None = None,
-    decode: DecodeOptions | None = None,
-    results_dir: str | Path = "results",
-    resume: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Generate, score and write results (see the module docstring); returns what metrics.json holds.
-
-    Defaults: the run's latest checkpoint, the task's evaluation split, all its examples, DecodeOptions().
-    Predictions stream to predictions.partial.jsonl as batches finish; resume=True continues that file
-    (after checking it comes from the same prompt, data and decoding), and without it an existing one is refused.
-    Under torchrun every rank calls this and gets the metrics; rank 0 owns the results folder and its partial file.
-    """
-    started = time.perf_counter()
-    task = cfg.task
-    decode = decode or DecodeOptions()
-    _check_choice(checkpoint, baseline, prompt_text, ensemble, decode, limit)
-    split = split or _default_split(cfg)
-    opts = dataclasses.replace(decode, batch_size=decode.batch_size or cfg.train.eval_batch_size)
-    d, device = _ranks(cfg)
-
-    def load():
-        how = _choose(cfg, checkpoint, baseline, ensemble)  # checked before the model loads
-        model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
-        model.to(device)
-        prefix_len = _load_prompting(model, tokenizer, cfg, how, prompt_text)
-        ex = _load_examples(cfg, tokenizer, context_window(model.base), prefix_len, split, limit, opts)
-        return how, model, tokenizer, ex
-
-    # Rank 0 first: it builds the caches the others read. An error on any rank stops every rank.
-    how, model, tokenizer, ex = parallel.main_first(load, d, device)
-    out_dir = results_path(results_dir, cfg, split, how.variant)
-    settings = decoding(ex, opts.batch_size, opts.num_beams, tokenizer.decode(how.prefix) if how.prefix else None)
-    header = _header(ex, how, settings, limit)
-    partial = parallel.on_main(lambda: PartialPredictions(out_dir, header, resume), d, device)  # rank 0 owns the file
-    skip = set(distributed.broadcast_json(sorted(partial.done) if d.main else None, d, device))
-
-    gen_start = time.perf_counter()
-    sources = [how.prefix + s for s in ex.sources]
-    flags = dict(use_prompt=how.ckpt is not None, ensemble=how.prompts, precision=cfg.train.precision)
-    flags |= dict(progress=progress and d.main, skip=skip, share=(d.rank, d.world))
-    generate = functools.partial(predict, model, tokenizer, sources, task, ex.limits, opts, **flags)
-    parallel.generate_together(generate, partial.append if d.main else None, d, device)  # all rows on rank 0
-    gen_time = time.perf_counter() - gen_start  # on rank 0: until every rank's last batch has arrived
-
-    def finish() -> dict[str, Any]:
-        predictions = [partial.done[i] for i in range(len(ex.sources))]
-        metrics = scored(ex, predictions, how.origin(), settings)
-        timings = _timings(device, d, gen_time, len(predictions) - len(skip), started)
-        metrics.update(timings, results_dir=str(out_dir))
-        if skip:
-            metrics["resumed"] = len(skip)  # rows read back from the partial file; the timings are of the rest
-        if how.members:
-            metrics["ensemble"] = how.members_record()
-        write_results(out_dir, metrics, ex, tokenizer, predictions)
-        _track(cfg, Path(results_dir), out_dir.name, metrics, how)
-        return metrics
-
-    return distributed.broadcast_json(parallel.on_main(finish, d, device), d, device)
-
-
-def _track(cfg: Config, results_dir: Path, variant: str, metrics: dict[str, Any], how: _Prompting) -> None:
+def _track(cfg: Config, results_dir: Path, variant: str, metrics: dict[str, Any], how: _Chosen) -> None:
     """With train.tracker: tensorboard, the scores join the training run's scalars as eval/<split>/<metric>,
     at the checkpoint's optimizer step (0 for a baseline), so TensorBoard shows them beside the loss curves."""
     if cfg.train.tracker is Tracker.NONE:
@@ -369,7 +574,7 @@ def _track(cfg: Config, results_dir: Path, variant: str, metrics: dict[str, Any]
     add_scalars(results_dir / cfg.run_name, {f"eval/{variant}/{k}": float(v) for k, v in numbers.items()}, step)
 
 
-def _header(ex: Examples, how: _Prompting, settings: dict[str, Any], limit: int | None) -> dict[str, Any]:
+def _header(ex: Examples, how: _Chosen, settings: dict[str, Any], limit: int | None) -> dict[str, Any]:
     """The partial file's first line: everything the predictions depend on, compared key by key on resume."""
     return {
         "task": ex.task.name,
@@ -414,124 +619,6 @@ def baseline_prefix(cfg: Config, tokenizer, baseline: str | None, prompt_text: s
     return tokenizer(text + "\n", add_special_tokens=False)["input_ids"]
 
 
-def evaluate_all(
-    configs: Sequence[Config] | dict[str, Config],
-    checkpoints: dict[str, str | Path] | None = None,
-    *,
-    split: str | None = None,
-    limit: int | None = None,
-    decode: DecodeOptions | None = None,
-    results_dir: str | Path = "results",
-    compare: bool = False,
-    progress: bool = True,
-) -> dict[str, dict[str, Any]]:
-    """Score several tasks' prompts in one pass over one frozen model; {task: metrics} (see the module docstring).
-
-    Defaults: each task's latest checkpoint and evaluation split; the smallest train.eval_batch_size of the
-    configs. `split`, `limit` and `decode` apply to every task. compare=True also times separate runs.
-    """
-    started = time.perf_counter()
-    cfgs = _by_task(configs)
-    decode = decode or DecodeOptions()
-    _check_choice(None, None, None, None, decode, limit)
-    _check_one_base(cfgs)
-    checkpoints = checkpoints or {}
-    if set(checkpoints) - set(cfgs):
-        raise SoftPromptError(
-            f"checkpoints given for {', '.join(sorted(set(checkpoints) - set(cfgs)))}, "
-            f"which no config is for (tasks: {', '.join(cfgs)})"
-        )
-    opts = dataclasses.replace(
-        decode, batch_size=decode.batch_size or min(c.train.eval_batch_size for c in cfgs.values())
-    )
-    first = next(iter(cfgs.values()))
-    d, device = _ranks(first)
-    precision, base_id = first.train.precision, first.model.name_or_path
-
-    def load():
-        ckpts = {t: resolve_checkpoint(cfg, checkpoints.get(t)) for t, cfg in cfgs.items()}
-        metas = {t: _prompt_meta(ckpts[t], cfg) for t, cfg in cfgs.items()}
-        model, tokenizer = build_model(first.model, seed=first.train.seed)
-        model.to(device)
-        prompts = dict(zip(cfgs, load_prompts(model.base, list(ckpts.values()), base_id=base_id), strict=True))
-        multi, window = MultiPromptModel(model.base, prompts, base_id=base_id), context_window(model.base)
-        examples = {
-            t: _load_examples(cfg, tokenizer, window, prompts[t].shape[0], split or _default_split(cfg), limit, opts)
-            for t, cfg in cfgs.items()
-        }
-        return ckpts, metas, tokenizer, prompts, multi, examples
-
-    ckpts, metas, tokenizer, prompts, multi, examples = parallel.main_first(load, d, device)
-    run = dict(precision=precision, progress=progress and d.main, d=d, device=device)
-    per_task, speed = _mixed_pass(multi, tokenizer, examples, opts, **run)
-    if compare:
-        speed.update(_separate_runs(multi, prompts, tokenizer, examples, opts, per_task, speed, **run))
-
-    def finish() -> dict[str, dict[str, Any]]:
-        out = {}
-        for t, ex in examples.items():
-            out_dir = results_path(results_dir, ex.cfg, ex.split, "all")
-            origin = {"checkpoint": str(ckpts[t]), "epoch": metas[t].get("epoch"), "baseline": None}
-            metrics = scored(ex, per_task[t], origin, decoding(ex, opts.batch_size, opts.num_beams, None))
-            timings = _timings(device, d, speed["mixed_s"], speed["n"], started)
-            metrics.update(timings, results_dir=str(out_dir), speed=speed)
-            write_results(out_dir, metrics, ex, tokenizer, per_task[t])
-            out[t] = metrics
-        return out
-
-    return distributed.broadcast_json(parallel.on_main(finish, d, device), d, device)
-
-
-def _mixed_pass(multi, tokenizer, examples: dict[str, Examples], opts, precision, progress, d, device):
-    """Every task's examples as one stream through the MultiPromptModel: ({task: predictions}, speed record).
-
-    Under torchrun each rank decodes its share of the stream's batches; the predictions are rank 0's alone.
-    """
-    stream = [(t, i) for t, ex in examples.items() for i in range(len(ex.sources))]
-    sources = [examples[t].sources[i] for t, i in stream]
-    tasks = [examples[t].task for t, _ in stream]
-    limits = [examples[t].limits[i] for t, i in stream]
-    # A short untimed warm-up, so one-time costs (kernels, caches) count against neither side of a comparison.
-    warm = min(opts.batch_size, len(sources))
-    predict_mixed(multi, tokenizer, sources[:warm], tasks[:warm], [1] * warm, opts, precision=precision, progress=False)
-    gen_start = time.perf_counter()
-    flags = dict(precision=precision, progress=progress, share=(d.rank, d.world))
-    generate = functools.partial(predict_mixed, multi, tokenizer, sources, tasks, limits, opts, **flags)
-    mixed = parallel.gather_predictions(generate, d, device)
-    mixed_s = time.perf_counter() - gen_start
-    per_task = {t: [mixed[k] for k, (s, _) in enumerate(stream) if s == t] for t in examples} if d.main else {}
-    speed: dict[str, Any] = {
-        "tasks": list(examples),
-        "n": len(stream),
-        "batch_size": opts.batch_size,
-        "mixed_s": round(mixed_s, 3),
-        "mixed_examples_per_s": _rate(len(stream), mixed_s),
-        "separate_s": None,
-        "separate_examples_per_s": None,
-        "ratio": None,
-        "separate_equal": None,
-    }
-    return per_task, speed
-
-
-def _separate_runs(multi, prompts, tokenizer, examples, opts, per_task, speed, precision, progress, d, device):
-    """Time the same examples as one `predict` per task over the same base (what --compare-speed adds)."""
-    start = time.perf_counter()
-    flags = dict(precision=precision, progress=progress, share=(d.rank, d.world))
-    separate = {}
-    for t, ex in examples.items():
-        model = SoftPromptModel(multi.base, prompts[t].to(multi.prompts.device), base_id=multi.base_id)
-        generate = functools.partial(predict, model, tokenizer, ex.sources, ex.task, ex.limits, opts, **flags)
-        separate[t] = parallel.gather_predictions(generate, d, device)
-    separate_s = time.perf_counter() - start
-    return {
-        "separate_s": round(separate_s, 3),
-        "separate_examples_per_s": _rate(speed["n"], separate_s),
-        "ratio": round(separate_s / speed["mixed_s"], 3) if speed["mixed_s"] > 0 else None,
-        "separate_equal": sum(p == separate[t][i] for t in per_task for i, p in enumerate(per_task[t])),
-    }
-
-
 def summary_line(metrics: dict[str, Any]) -> str:
     """`tx | test | n=500 | BLEU 12.34 | chrF 40.00 | checkpoint epoch_010` (or `baseline hard`, `ensemble of 3`)."""
     s = metrics["scores"]
@@ -546,12 +633,11 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 
 def speed_line(results: dict[str, dict[str, Any]]) -> str:
-    """One line on the mixed pass's speed, and with --compare-speed how separate runs compare, e.g.
+    """One line on the speed of the pass over several tasks, e.g.
 
-        speed | 3 tasks, n=30, batch 8 | one mixed pass 9.10 ex/s | separate runs 7.40 ex/s | 1.23x | 30/30 ...
+        speed | 3 tasks, n=30, batch 8 | one mixed pass 9.10 ex/s
 
-    The ratio is separate time / mixed time (above 1: the mixed pass is faster); "equal" counts the examples
-    whose prediction the separate runs reproduce exactly.
+    (benchmarks/eval_speed.py compares it with separate single-task runs).
     """
     s = next(iter(results.values()))["speed"]
     parts = [
@@ -559,12 +645,6 @@ def speed_line(results: dict[str, dict[str, Any]]) -> str:
         f"{len(s['tasks'])} tasks, n={s['n']}, batch {s['batch_size']}",
         f"one mixed pass {s['mixed_examples_per_s']:.2f} ex/s",
     ]
-    if s["separate_s"] is not None:
-        parts += [
-            f"separate runs {s['separate_examples_per_s']:.2f} ex/s",
-            f"{s['ratio']:.2f}x",
-            f"{s['separate_equal']}/{s['n']} predictions equal",
-        ]
     return " | ".join(parts)
 
 
@@ -583,7 +663,7 @@ def _by_task(configs: Sequence[Config] | dict[str, Config]) -> dict[str, Config]
     return out
 
 
-def _check_one_base(cfgs: dict[str, Config]) -> None:
+def check_one_base(cfgs: dict[str, Config]) -> None:
     """All tasks share one frozen model: the configs must agree on it, its storage, device and precision."""
     fields = {
         "model.name_or_path": lambda c: c.model.name_or_path,

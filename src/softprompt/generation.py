@@ -2,6 +2,8 @@
 
     opts = DecodeOptions(batch_size=8)                      # greedy; num_beams > 1: beam search
     texts = predict(model, tokenizer, sources, task, limits, opts)          # limits: one token limit per row
+    texts = predict(Unprompted(base), tokenizer, sources, task, limits, opts)   # no soft prompt (a baseline)
+    texts = predict(PromptEnsemble(base, prompts), tokenizer, sources, task, limits, opts)   # averaged prompts
     texts = predict_mixed(multi, tokenizer, sources, tasks, limits, opts)   # row i reads tasks[i]'s prompt
 
 Sources are sorted by length so a batch holds similar lengths, left-padded
@@ -23,9 +25,11 @@ decodes, so each prediction is the single process's.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
+from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .config import Precision
@@ -33,13 +37,31 @@ from .data import generation_batch
 from .devices import autocast
 from .hub import context_window
 from .model import SoftPromptModel
-from .multi import MultiPromptModel, ensemble_generate
+from .multi import MultiPromptModel, PromptEnsemble
 from .tasks import Task
 
 OnBatch = Callable[[list[int], list[str]], None]
 """Called after each batch with its row indices and their predictions."""
 Share = tuple[int, int]
 """(rank, world): decode the planned batches rank, rank + world, ...; (0, 1): all of them."""
+
+
+class Unprompted(nn.Module):
+    """The frozen base without a soft prompt, as the baselines decode: `generate` returns the new tokens only,
+    as SoftPromptModel.generate does."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        # From input_ids HF generate returns input + new tokens and takes position ids from the mask.
+        return self.base.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[:, input_ids.shape[1] :]
+
+
+Prompted = SoftPromptModel | Unprompted | PromptEnsemble
+"""What `predict` decodes with: each applies the prompt (or none) in its own generate."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,15 +84,13 @@ class DecodeOptions:
 
 
 def predict(
-    model: SoftPromptModel,
+    model: Prompted,
     tokenizer,
     sources: list[list[int]],
     task: Task,
     limits: list[int],
     opts: DecodeOptions,
     *,
-    use_prompt: bool = True,
-    ensemble: Sequence[torch.Tensor] | None = None,
     precision: Precision = Precision.FP32,
     progress: bool = True,
     skip: Collection[int] = (),
@@ -79,25 +99,15 @@ def predict(
 ) -> list[str | None]:
     """Predictions for token-id sources (None for the rows of batches wholly in `skip`, or not in `share`).
 
-    With use_prompt False the base model reads the sources alone (the baselines put their
-    text prefix into the sources themselves). With `ensemble` (prompts [P_k, H]) the model's
-    own prompt is unused: the ensemble decodes greedily instead.
+    `model` applies the prompt as its generate does: a SoftPromptModel puts its own prompt in front, an
+    Unprompted base reads the sources alone (a baseline's text prefix is already in them), and a
+    multi.PromptEnsemble averages several prompts (greedy only).
     """
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    kwargs = dict(num_beams=opts.num_beams, do_sample=False, eos_token_id=eos, pad_token_id=pad)
 
     def generate(idx: list[int], batch: dict[str, torch.Tensor], limit: int) -> torch.Tensor:
-        if ensemble is not None:
-            ids, mask = batch["input_ids"], batch["attention_mask"]
-            return ensemble_generate(
-                model.base, ensemble, ids, mask, max_new_tokens=limit, eos_token_id=eos, pad_token_id=pad
-            )
-        kwargs = dict(
-            max_new_tokens=limit, num_beams=opts.num_beams, do_sample=False, eos_token_id=eos, pad_token_id=pad
-        )
-        if use_prompt:
-            return model.generate(batch["input_ids"], batch["attention_mask"], **kwargs)
-        # From input_ids HF generate returns input + new tokens and takes position ids from the mask.
-        return model.base.generate(**batch, **kwargs)[:, batch["input_ids"].shape[1] :]
+        return model.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=limit, **kwargs)
 
     model.eval()
     _check_limits(limits, sources)

@@ -14,6 +14,7 @@ averaged and the argmax is appended to all K rows (greedy):
 
     new = ensemble_generate(base, load_prompts(base, [ckpt_a, ckpt_b, ckpt_c]),
                             input_ids, attention_mask, max_new_tokens=32, eos_token_id=eos)
+    new = PromptEnsemble(base, prompts).generate(input_ids, attention_mask, 32, eos)   # the same, as predict calls it
 
 Shapes: input_ids, attention_mask [B, L], left-padded as data.generation_batch
 makes them; each prompt [P_k, H]; results [B, T], new tokens only, T <=
@@ -135,6 +136,39 @@ class MultiPromptModel(nn.Module):
         # Hugging Face's generate derives position ids from the mask (cumsum - 1), as prompted_inputs does.
         generation_kwargs.setdefault("pad_token_id", self.base.config.eos_token_id)
         return self.base.generate(inputs_embeds=embeds, attention_mask=mask, **generation_kwargs)
+
+
+class PromptEnsemble(nn.Module):
+    """A frozen `base` and K prompts [P_k, H] of one task, decoded together by `ensemble_generate` (greedy)."""
+
+    def __init__(self, base: nn.Module, prompts: Sequence[torch.Tensor]):
+        super().__init__()
+        if not prompts:
+            raise SoftPromptError("an ensemble needs one prompt or more")
+        self.base = base
+        self.prompts = list(prompts)
+
+    @property
+    def prompt_length(self) -> int:
+        """The stack's length: the longest prompt's (a shorter one is masked in front, see the module docstring)."""
+        return max(p.shape[0] for p in self.prompts)
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | Sequence[int] | None,
+        pad_token_id: int | None = None,
+        num_beams: int = 1,
+        do_sample: bool = False,
+    ) -> torch.Tensor:
+        """New tokens only, [B, T]; the log-probabilities of the K prompts averaged at every greedy step."""
+        if num_beams != 1 or do_sample:
+            raise SoftPromptError(f"an ensemble decodes greedily (got num_beams {num_beams}, do_sample {do_sample})")
+        return ensemble_generate(
+            self.base, self.prompts, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id
+        )
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ travel as UTF-8 JSON in uint8 tensors over the process group (all_gather:
 gloo on CPU, nccl on CUDA); nothing is pickled.
 
     with process_group(cfg) as d:          # scripts/evaluate.py: join the group, evaluate, leave it
-        value = main_first(load, d, device)    # load() on every rank, rank 0 first (it fills the caches)
+        value = on_every_rank(load, d, device)  # load() on every rank, rank 0 first (it fills the caches)
         rows = gather_predictions(functools.partial(predict, ..., share=(d.rank, d.world)), d, device)
         value = on_main(write, d, device)      # write() on rank 0 alone; None on the other ranks
 
@@ -103,7 +103,7 @@ def _attempt(fn: Callable[[], T]) -> tuple[T | None, Exception | None]:
         return None, err
 
 
-def main_first(fn: Callable[[], T], d: Dist, device) -> T:
+def on_every_rank(fn: Callable[[], T], d: Dist, device) -> T:
     """fn() on every rank, rank 0 first (it builds the model and data caches the others read); fails on all or none."""
     if not d.enabled:
         return fn()

@@ -16,20 +16,14 @@ write that fails (a full disk) leaves the previous results as they were.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from . import __version__
 from .config import Config
+from .data import Examples
 from .errors import SoftPromptError
-from .tasks import Task
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -37,26 +31,6 @@ PARTIAL_FILE = "predictions.partial.jsonl"
 PARTIAL_FORMAT = 1
 SAMPLE_SEED = 0
 """Seed of the random sample `--limit N` scores (recorded in metrics.json)."""
-_VERSIONED = ("torch", "transformers", "datasets", "tokenizers", "rouge-score", "sacrebleu")
-
-
-@dataclasses.dataclass
-class Examples:
-    """One task's evaluation examples, tokenised with room for a prefix of a given length."""
-
-    cfg: Config
-    task: Task
-    split: str
-    records: list[dict[str, Any]]
-    sources: list[list[int]]
-    limits: list[int]
-    source_budget: int
-    sources_cut: int
-    split_size: int
-    sample: list[int] | None
-    """The indices scored when a limit drew a sample; None: the whole split."""
-    limit_rule: str
-    """How `limits` were set, e.g. "data.max_target_tokens = 24" or "10 (given)"."""
 
 
 def results_path(results_dir: str | Path, cfg: Config, split: str, variant: str | None = None) -> Path:
@@ -102,22 +76,6 @@ def scored(ex: Examples, predictions: list[str], origin: dict[str, Any], decode:
         "base_model": cfg.model.name_or_path,
         "decoding": decode,
     }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"softprompt": __version__, "python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def write_results(out_dir: Path, metrics: dict[str, Any], ex: Examples, tokenizer, predictions: list[str]) -> None:

@@ -2,8 +2,9 @@
 (a benchmark is not a test: CI machines are noisy)."""
 
 import json
+import operator
 
-from benchmarks.harness import ABLATIONS, ROWS, make_plan
+from benchmarks.plan import ABLATIONS, ROWS, make_plan
 from conftest import run_script
 
 
@@ -35,7 +36,11 @@ def test_bench_quick_tiny_writes_json_and_markdown(tmp_path):
     memory = results["memory"]["rows"]
     assert set(memory) == set(make_plan("tiny").memory_rows)  # one fresh subprocess per planned row, none lost
     assert all(0 < r["after_build_bytes"] <= r["peak_bytes"] for r in memory.values())
-    assert len(results["targets"]) == 9 and all(isinstance(t["pass"], bool) for t in results["targets"])
+    assert len(results["targets"]) == 9
+    compare = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
+    for t in results["targets"]:  # each verdict is its measured figure against its goal (pass or miss alike)
+        op, goal = t["goal"].split()
+        assert t["pass"] is compare[op](t["measured"], float(goal)) and t["measured"] > 0, t
 
     md = (tmp_path / "bench.md").read_text(encoding="utf-8")
     assert md.startswith("# Benchmark") and "python scripts/bench.py --quick --tiny --steps 1" in md

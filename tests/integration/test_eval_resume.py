@@ -20,7 +20,7 @@ from conftest import ROOT
 from softprompt import results as results_module
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import evaluate, summary_line
+from softprompt.evaluate import Prompting, evaluate, summary_line
 from softprompt.generation import DecodeOptions
 from softprompt.results import METRICS_FILE, PARTIAL_FILE, PREDICTIONS_FILE, PartialPredictions
 
@@ -105,12 +105,14 @@ def test_resume_refuses_other_decoding_or_another_checkpoint_naming_the_field(sm
     prompt = load_file(ckpt / "prompt.safetensors")["prompt"]
     save_file({"prompt": prompt + torch.eye(*prompt.shape) * 1e-3}, str(ckpt / "prompt.safetensors"))
     with pytest.raises(SoftPromptError, match=r": checkpoint_sha256 is \"[0-9a-f]{64}\" in the file, \"[0-9a-f]{64}\""):
-        evaluate(cfg, ckpt, decode=DECODE, results_dir=tmp_path, resume=True, progress=False)
+        evaluate(cfg, Prompting(checkpoint=ckpt), decode=DECODE, results_dir=tmp_path, resume=True, progress=False)
     hard = tmp_path / "x" / "smoke-qna" / "validation-baseline-hard"
     hard.mkdir(parents=True)
     shutil.copy(partial, hard / PARTIAL_FILE)
     with pytest.raises(SoftPromptError, match=r": baseline is null in the file, \"hard\" in this run"):
-        evaluate(cfg, baseline="hard", decode=DECODE, results_dir=tmp_path / "x", resume=True, progress=False)
+        evaluate(
+            cfg, Prompting.baseline("hard"), decode=DECODE, results_dir=tmp_path / "x", resume=True, progress=False
+        )
     assert partial.read_bytes() == before  # a refused resume leaves the partial file as it was
 
 

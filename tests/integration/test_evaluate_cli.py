@@ -7,23 +7,18 @@ import re
 
 import matplotlib.image
 import pytest
+import torch
 
-from conftest import run_script
+from conftest import TASK_NAMES, run_script, smoke_config
 from softprompt.config import load_config
 from softprompt.plots import plot_losses
-from softprompt.tasks import TASKS as task_registry
 
-TASKS = tuple(task_registry)  # every registered task has a smoke config in tests/configs/smoke
-
-
-SPLIT = {"qna": "validation", "sum": "test", "tx": "test"}  # each 10 examples in the samples (tx: carved)
+TASKS = TASK_NAMES  # every registered task, the extra one (SOFTPROMPT_TEST_TASK) included
 
 
-SCORES = {
-    "qna": r"EM \d+\.\d\d \| F1 \d+\.\d\d",
-    "sum": r"ROUGE-1 \d+\.\d\d \| ROUGE-2 \d+\.\d\d \| ROUGE-L \d+\.\d\d \| ROUGE-Lsum \d+\.\d\d",
-    "tx": r"BLEU \d+\.\d\d \| chrF \d+\.\d\d",
-}
+def _scores(task) -> str:
+    """The summary line's scores as a pattern, from the task's own metric labels: `EM 12.50 | F1 20.00`."""
+    return r" \| ".join(rf"{re.escape(label)} \d+\.\d\d" for _, label in task.metrics)
 
 
 METRICS_KEYS = {
@@ -60,18 +55,20 @@ def runs(smoke_overrides):
 
 
 def _cfg(runs, task):
-    return load_config(f"tests/configs/smoke/{task}.yaml", runs[task])
+    return load_config(smoke_config(task), runs[task])
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_evaluate_script_end_to_end(runs, task, tmp_path):
-    # qna with every default; sum and tx exercise the flags (and generate less).
-    flags = {"qna": [], "sum": ["--max-new-tokens", "16", "--batch-size", "3"], "tx": ["--limit", "4"]}[task]
+    # qna with every default; sum exercises the decoding flags, the other tasks --limit (and generate less).
+    flags = {"qna": [], "sum": ["--max-new-tokens", "16", "--batch-size", "3"]}.get(task, ["--limit", "4"])
     sets = [a for o in runs[task] for a in ("--set", o)]
+    cfg = _cfg(runs, task)
+    split = cfg.data.eval_split or cfg.task.eval_split
     proc = run_script(
         "evaluate.py",
         "--config",
-        f"tests/configs/smoke/{task}.yaml",
+        str(smoke_config(task)),
         *sets,
         *flags,
         "--results-dir",
@@ -79,18 +76,21 @@ def test_evaluate_script_end_to_end(runs, task, tmp_path):
         "--quiet",
     )
     assert proc.returncode == 0, proc.stderr
-    n = 4 if task == "tx" else 10
-    assert re.fullmatch(rf"{task} \| {SPLIT[task]} \| n={n} \| {SCORES[task]} \| checkpoint epoch_001\n", proc.stdout)
-    out = tmp_path / f"smoke-{task}" / SPLIT[task]
+    out = tmp_path / cfg.run_name / split
     metrics = json.loads((out / "metrics.json").read_text())
+    n = 4 if "--limit" in flags else metrics["split_size"]
+    assert re.fullmatch(rf"{task} \| {split} \| n={n} \| {_scores(cfg.task)} \| checkpoint epoch_001\n", proc.stdout)
     assert set(metrics) == METRICS_KEYS
     assert metrics["n"] == n and metrics["epoch"] == 1 and metrics["baseline"] is None
-    assert metrics["checkpoint"].endswith("smoke-" + task + "/epoch_001")
+    assert metrics["checkpoint"].endswith(f"{cfg.run_name}/epoch_001")
     assert metrics["base_model"] == "builtin:tiny-gpt2" and metrics["decoding"]["strategy"] == "greedy"
-    assert metrics["versions"]["torch"] and metrics["examples_per_s"] > 0
+    assert metrics["versions"]["torch"] == torch.__version__ and metrics["world_size"] == 1
+    # The rate is the examples generated over the generation time (both as recorded, the time rounded to 1 ms).
+    assert metrics["examples_per_s"] == pytest.approx(n / metrics["generation_s"], rel=0.01)
+    assert 0 < metrics["generation_s"] <= metrics["wall_time_s"]
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == n and all(set(r) == {"index", "source", "references", "prediction"} for r in rows)
-    if task != "sum":
+    if cfg.task.stop_at_newline:
         assert all("\n" not in r["prediction"] for r in rows)
     if task == "sum":
         assert metrics["decoding"]["max_new_tokens"] == 16 and metrics["decoding"]["batch_size"] == 3

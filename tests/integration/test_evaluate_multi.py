@@ -1,7 +1,9 @@
-"""evaluate.py --task all (three tasks, one frozen model, one mixed pass) and --ensemble (prompt ensembling).
+"""evaluate.py over several tasks (every registered task, one frozen model, one mixed pass), --task all, --ensemble
+(prompt ensembling), and the evaluation speed benchmark (benchmarks/eval_speed.py).
 
 Short smoke trainings (1 epoch on 8 examples) make the checkpoints: one per task, and a second qna prompt
 with another seed for the ensemble. The scripts run in this process (their `main`), to save a Python start-up.
+The task list comes from the registry (conftest.TASK_NAMES), so a task added there is scored here too.
 """
 
 import json
@@ -10,17 +12,16 @@ import re
 import pytest
 import torch
 
+from benchmarks.eval_speed import compare_speed, speed_line
+from conftest import TASK_NAMES, smoke_config
 from softprompt.checkpoint import resolve_prompt_dir
-from softprompt.config import load_config
+from softprompt.config import configs_by_task, load_config
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import evaluate, evaluate_all, summary_line
+from softprompt.evaluate import Prompting, evaluate, evaluate_all, summary_line
 from softprompt.generation import DecodeOptions, mixed_batches
 from softprompt.model import read_prompt
-from softprompt.tasks import TASKS as task_registry
 from softprompt.train import train
 
-TASKS = tuple(task_registry)  # every registered task has a smoke config in tests/configs/smoke
-SPLIT = {"qna": "validation", "sum": "test", "tx": "test"}
 SEED_RUN = "smoke-qna-seed7"
 
 
@@ -42,7 +43,12 @@ def script(evaluate_script):
 
 
 def _cfg(overrides, task, *more):
-    return load_config(f"tests/configs/smoke/{task}.yaml", [*overrides, *more])
+    return load_config(smoke_config(task), [*overrides, *more])
+
+
+def _split(cfg):
+    """The split a task is scored on by default: the config's data.eval_split, else its task's."""
+    return cfg.data.eval_split or cfg.task.eval_split
 
 
 def _predictions(metrics):
@@ -50,28 +56,54 @@ def _predictions(metrics):
         return [json.loads(line)["prediction"] for line in f]
 
 
-def test_all_tasks_in_one_pass_equal_three_separate_evaluations(overrides, script, tmp_path, capsys):
+def test_all_tasks_in_one_pass_equal_separate_evaluations(overrides, script, tmp_path, capsys):
     sets = [a for o in overrides for a in ("--set", o)]
-    argv = ["--task", "all", "--config-dir", "tests/configs/smoke", *sets, "--results-dir", str(tmp_path), "--quiet"]
-    argv.append("--compare-speed")  # the timing of separate runs is opt-in
-    assert script(*argv) == 0
+    configs = [a for t in TASK_NAMES for a in ("--config", str(smoke_config(t)))]  # every registered task
+    assert script(*configs, *sets, "--results-dir", str(tmp_path), "--quiet") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(" | ")[:2] for line in lines[:3]] == [[t, SPLIT[t]] for t in TASKS]
-    assert all(line.endswith("| checkpoint epoch_001") for line in lines[:3])
-    assert re.fullmatch(
-        r"speed \| 3 tasks, n=30, batch 8 \| one mixed pass [\d.]+ ex/s \| separate runs [\d.]+ ex/s"
-        r" \| [\d.]+x \| 30/30 predictions equal",
-        lines[3],
-    ), lines[3]
-    for task in TASKS:
-        together = json.loads((tmp_path / f"smoke-{task}" / f"{SPLIT[task]}-all" / "metrics.json").read_text())
-        alone = evaluate(_cfg(overrides, task), results_dir=tmp_path / "alone", progress=False)
-        assert _predictions(together) == _predictions(alone), task
-        assert together["scores"] == alone["scores"] and together["n"] == alone["n"] == 10
-        assert together["checkpoint"] == alone["checkpoint"] and together["decoding"] == alone["decoding"]
-        assert together["speed"]["tasks"] == list(TASKS) and together["speed"]["ratio"] > 0
+    cfgs = {t: _cfg(overrides, t) for t in TASK_NAMES}
+    assert len(lines) == len(TASK_NAMES) + 1
+    assert [line.split(" | ")[:2] for line in lines[:-1]] == [[t, _split(c)] for t, c in cfgs.items()]
+    assert all(line.endswith("| checkpoint epoch_001") for line in lines[:-1])
+    alone = {t: evaluate(c, results_dir=tmp_path / "alone", progress=False) for t, c in cfgs.items()}
+    n, batch = sum(m["n"] for m in alone.values()), min(c.train.eval_batch_size for c in cfgs.values())
+    # The pass's own rate only: the comparison with separate runs is a benchmark (test_eval_speed_benchmark).
+    assert re.fullmatch(rf"speed \| {len(cfgs)} tasks, n={n}, batch {batch} \| one mixed pass [\d.]+ ex/s", lines[-1])
+    for task, cfg in cfgs.items():
+        together = json.loads((tmp_path / f"smoke-{task}" / f"{_split(cfg)}-all" / "metrics.json").read_text())
+        assert _predictions(together) == _predictions(alone[task]), task
+        assert together["scores"] == alone[task]["scores"] and together["n"] == alone[task]["n"] > 0
+        assert together["checkpoint"] == alone[task]["checkpoint"] and together["decoding"] == alone[task]["decoding"]
+        speed = together["speed"]
+        assert speed["tasks"] == list(TASK_NAMES) and speed["n"] == n and speed["batch_size"] == batch
+        assert speed["mixed_s"] == together["generation_s"] and speed["separate_s"] is speed["ratio"] is None
+        assert together["examples_per_s"] == pytest.approx(n / together["generation_s"], rel=0.01)
     # Not vacuous: the tiny model writes something for some rows.
-    assert any(_predictions(together))
+    assert any(p for m in alone.values() for p in _predictions(m))
+
+
+def test_task_all_takes_every_config_in_the_folder_by_its_task_key(overrides, script, tmp_path, capsys):
+    found = configs_by_task("tests/configs/smoke")
+    assert all(load_config(path).task.name == task for task, path in found.items())
+    sets = [a for o in overrides for a in ("--set", o)]
+    argv = ["--task", "all", "--config-dir", "tests/configs/smoke", "--limit", "1", "--max-new-tokens", "1", *sets]
+    assert script(*argv, "--results-dir", str(tmp_path), "--quiet") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[0] for line in lines[:-1]] == list(found)
+    assert re.fullmatch(
+        rf"speed \| {len(found)} tasks, n={len(found)}, batch \d+ \| one mixed pass [\d.]+ ex/s", lines[-1]
+    )
+
+
+def test_eval_speed_benchmark_times_one_pass_against_separate_runs(overrides, tmp_path):
+    cfgs = [_cfg(overrides, t) for t in TASK_NAMES]
+    record = compare_speed(cfgs, limit=3, decode=DecodeOptions(batch_size=4, max_new_tokens=3))
+    n = 3 * len(cfgs)
+    assert record["tasks"] == list(TASK_NAMES) and record["n"] == n and record["batch_size"] == 4
+    assert record["separate_equal"] == n  # the separate runs reproduce every prediction of the mixed pass
+    assert record["ratio"] == pytest.approx(record["separate_s"] / record["mixed_s"], rel=0.01)
+    assert record["mixed_examples_per_s"] == pytest.approx(n / record["mixed_s"], rel=0.01)
+    assert speed_line(record).endswith(f"x | {n}/{n} predictions equal")
 
 
 def testmixed_batches_mix_tasks_only_where_every_row_has_room_for_the_longest_limit():
@@ -87,7 +119,7 @@ def test_an_ensemble_of_one_equals_its_checkpoint_alone(overrides, tmp_path):
     cfg = _cfg(overrides, "tx")
     alone = evaluate(cfg, results_dir=tmp_path, progress=False)
     # A run folder stands for its latest checkpoint.
-    one = evaluate(cfg, ensemble=[cfg.run_dir], results_dir=tmp_path, progress=False)
+    one = evaluate(cfg, Prompting.ensemble([cfg.run_dir]), results_dir=tmp_path, progress=False)
     assert _predictions(one) == _predictions(alone) and any(_predictions(one))
     assert one["scores"] == alone["scores"]
     assert one["results_dir"] == str(tmp_path / "smoke-tx" / "test-ensemble")
@@ -99,7 +131,7 @@ def test_an_ensemble_of_two_seeds_runs_and_is_deterministic(overrides, script, t
     cfg = _cfg(overrides, "qna")
     members = [cfg.run_dir / "epoch_001", cfg.run_dir.parent / SEED_RUN]
     assert not torch.equal(read_prompt(members[0])[0], read_prompt(resolve_prompt_dir(members[1]))[0])
-    first = evaluate(cfg, ensemble=members, results_dir=tmp_path, progress=False)
+    first = evaluate(cfg, Prompting.ensemble(members), results_dir=tmp_path, progress=False)
     predictions = _predictions(first)
     assert len(predictions) == 10 and summary_line(first).endswith("| ensemble of 2")
     sets = [a for o in overrides for a in ("--set", o)]
@@ -122,13 +154,13 @@ def test_an_ensemble_of_two_seeds_runs_and_is_deterministic(overrides, script, t
 
 def test_ensemble_with_beam_search_and_mixed_bases_are_clear_errors(overrides, script, tmp_path, capsys):
     cfg = _cfg(overrides, "qna")
-    with pytest.raises(SoftPromptError, match=r"an ensemble .* decodes greedily \(num_beams 4\)"):
-        evaluate(cfg, ensemble=[cfg.run_dir], decode=DecodeOptions(num_beams=4), results_dir=tmp_path)
+    with pytest.raises(SoftPromptError, match=r"an ensemble decodes greedily, not with num_beams 4"):
+        evaluate(cfg, Prompting.ensemble([cfg.run_dir]), decode=DecodeOptions(num_beams=4), results_dir=tmp_path)
     other = _cfg(overrides, "sum", "model.name_or_path=gpt2")
     with pytest.raises(
         SoftPromptError,
         match=r"one frozen base model.*model.name_or_path differs "
-        r"\(tests/configs/smoke/qna.yaml: builtin:tiny-gpt2, tests/configs/smoke/sum.yaml: gpt2",
+        r"\(\S*tests/configs/smoke/qna.yaml: builtin:tiny-gpt2, \S*tests/configs/smoke/sum.yaml: gpt2",
     ):
         evaluate_all([cfg, other, _cfg(overrides, "tx")], results_dir=tmp_path)
     with pytest.raises(SoftPromptError, match="two configs for task 'qna'"):
@@ -154,14 +186,14 @@ def test_ensemble_with_beam_search_and_mixed_bases_are_clear_errors(overrides, s
         assert len(err) == 1 and message in err[0], err
 
 
-def test_all_tasks_by_default_generate_once_without_timing_separate_runs(overrides, tmp_path, monkeypatch):
-    # The mixed-vs-separate comparison is opt-in (--compare-speed): by default no single-task predict runs.
+def test_all_tasks_generate_once_in_the_mixed_pass(overrides, tmp_path, monkeypatch):
+    # No single-task predict runs beside the mixed pass (timing separate runs is the benchmark's job).
     from softprompt import evaluate as evaluate_module
 
     monkeypatch.setattr(evaluate_module, "predict", lambda *a, **k: pytest.fail("separate runs were generated"))
-    cfgs = [_cfg(overrides, t) for t in TASKS]
+    cfgs = [_cfg(overrides, t) for t in TASK_NAMES]
     results = evaluate_all(cfgs, limit=2, decode=DecodeOptions(max_new_tokens=2), results_dir=tmp_path, progress=False)
-    assert list(results) == list(TASKS) and all(m["n"] == 2 for m in results.values())
+    assert list(results) == list(TASK_NAMES) and all(m["n"] == 2 for m in results.values())
     speed = results["qna"]["speed"]
-    assert speed["n"] == 6 and speed["separate_s"] is None and speed["ratio"] is None
-    assert all((tmp_path / f"smoke-{t}" / f"{SPLIT[t]}-all" / "metrics.json").is_file() for t in TASKS)
+    assert speed["n"] == 2 * len(cfgs) and speed["separate_s"] is None and speed["ratio"] is None
+    assert all((tmp_path / f"smoke-{c.task.name}" / f"{_split(c)}-all" / "metrics.json").is_file() for c in cfgs)

@@ -18,8 +18,9 @@ from safetensors.torch import load_file
 from test_preemption import signal_at_step
 
 from conftest import ROOT, run_script
+from softprompt.cli import run_cli
 from softprompt.config import load_config
-from softprompt.errors import SoftPromptError, run_cli
+from softprompt.errors import SoftPromptError
 from softprompt.preemption import Preempted
 from softprompt.train import train
 

@@ -2,7 +2,7 @@
 
 The session's smoke trainings (conftest.py) make the checkpoints. Two launches cover the cases: the script
 itself (tuned prompt resumed from a single process's partial file, then the none and hard baselines), and a
-small driver calling the library (errors on one rank, an ensemble, all tasks in one pass with --compare-speed).
+small driver calling the library (errors on one rank, an ensemble, every registered task in one pass).
 """
 
 import json
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, TASK_NAMES, free_port, smoke_config
 from softprompt import parallel
 from softprompt.config import load_config
 from softprompt.distributed import Dist
-from softprompt.evaluate import evaluate, evaluate_all
+from softprompt.evaluate import Prompting, evaluate, evaluate_all
 from softprompt.generation import DecodeOptions, length_batches, predict, predict_mixed, share_of
 from softprompt.model import SoftPromptModel, init_prompt
 from softprompt.multi import MultiPromptModel
@@ -25,7 +25,7 @@ from softprompt.results import METRICS_FILE, PARTIAL_FILE, PREDICTIONS_FILE, Par
 from softprompt.tasks import get_task
 
 TIMINGS = {"generation_s", "examples_per_s", "wall_time_s", "results_dir", "world_size", "speed"}
-SPEED_TIMINGS = {"mixed_s", "mixed_examples_per_s", "separate_s", "separate_examples_per_s", "ratio"}
+SPEED_TIMINGS = {"mixed_s", "mixed_examples_per_s"}
 VARIANTS = ("validation", "validation-baseline-none", "validation-baseline-hard")
 DECODE = DecodeOptions(batch_size=2, max_new_tokens=6)  # 9 examples: 5 batches, 3 on rank 0 and 2 on rank 1
 
@@ -143,8 +143,11 @@ from softprompt.errors import SoftPromptError
 from softprompt.generation import DecodeOptions
 from softprompt.parallel import process_group
 
+sys.path.insert(0, "tests")
+import conftest  # registers the extra task SOFTPROMPT_TEST_TASK names, as in the test session
+
 sets, out = json.loads(sys.argv[1]), sys.argv[2]
-cfgs = {t: load_config(f"tests/configs/smoke/{t}.yaml", sets) for t in ("qna", "sum", "tx")}
+cfgs = {t: load_config(conftest.smoke_config(t), sets) for t in conftest.TASK_NAMES}
 rank, seen, decode = int(os.environ["RANK"]), {}, DecodeOptions(batch_size=2, max_new_tokens=6)
 
 def attempt(name, fn):
@@ -157,17 +160,17 @@ def fail_on_rank_1(*args, **kwargs):
     raise RuntimeError("simulated out of memory")
 
 with process_group(cfgs["qna"]):
-    qna = lambda name, **kw: ev.evaluate(cfgs["qna"], limit=9, decode=decode, results_dir=f"{out}/{name}",
-                                         progress=False, **kw)
-    attempt("missing checkpoint on rank 1", lambda: qna("missing", checkpoint="/nowhere" if rank else None))
+    qna = lambda name, prompting=ev.Prompting(): ev.evaluate(cfgs["qna"], prompting, limit=9, decode=decode,
+                                                             results_dir=f"{out}/{name}", progress=False)
+    attempt("missing checkpoint on rank 1",
+            lambda: qna("missing", ev.Prompting(checkpoint="/nowhere" if rank else None)))
     real = ev.predict
     ev.predict = fail_on_rank_1 if rank == 1 else real
     attempt("generation fails on rank 1", lambda: qna("failing"))
     ev.predict = real
     run = str(cfgs["qna"].run_dir)
-    attempt("ensemble", lambda: qna("ensemble", ensemble=[run, run]))
-    attempt("all", lambda: ev.evaluate_all(cfgs, compare=True, limit=3, decode=decode, results_dir=f"{out}/all",
-                                           progress=False))
+    attempt("ensemble", lambda: qna("ensemble", ev.Prompting.ensemble([run, run])))
+    attempt("all", lambda: ev.evaluate_all(cfgs, limit=3, decode=decode, results_dir=f"{out}/all", progress=False))
 with open(f"{out}/rank{rank}.json", "w") as f:
     json.dump(seen, f)
 """
@@ -189,13 +192,13 @@ def test_two_ranks_stop_together_on_one_ranks_error_and_match_ensembles_and_all_
     assert not (tmp_path / "two" / "missing").exists()
     assert not list((tmp_path / "two" / "failing").rglob(METRICS_FILE))
 
-    # The ensemble and the mixed pass (with its separate runs) write the single process's files.
-    cfgs = {t: load_config(f"tests/configs/smoke/{t}.yaml", smoke_overrides) for t in ("qna", "sum", "tx")}
+    # The ensemble and the mixed pass over every registered task write the single process's files.
+    cfgs = {t: load_config(smoke_config(t), smoke_overrides) for t in TASK_NAMES}
     run_dir = str(cfgs["qna"].run_dir)
     common = dict(decode=DECODE, results_dir=tmp_path / "one", progress=False)
     one = {
-        "ensemble": evaluate(cfgs["qna"], ensemble=[run_dir, run_dir], limit=9, **common),
-        **evaluate_all(cfgs, compare=True, limit=3, **common),
+        "ensemble": evaluate(cfgs["qna"], Prompting.ensemble([run_dir, run_dir]), limit=9, **common),
+        **evaluate_all(cfgs, limit=3, **common),
     }
     two = {"ensemble": ranks[0]["ensemble"], **ranks[0]["all"]}
     assert ranks[1]["ensemble"] == two["ensemble"] and ranks[1]["all"] == ranks[0]["all"]  # every rank returns them
@@ -204,4 +207,4 @@ def test_two_ranks_stop_together_on_one_ranks_error_and_match_ensembles_and_all_
         _same_metrics(m1, m2)
         files = [Path(m["results_dir"]) / PREDICTIONS_FILE for m in (m1, m2)]
         assert files[0].read_bytes() == files[1].read_bytes() and files[0] != files[1], name
-    assert two["qna"]["speed"]["separate_equal"] == 9  # 3 rows of each task, the separate runs gathered alike
+    assert list(two) == ["ensemble", *TASK_NAMES] and two["qna"]["speed"]["n"] == 3 * len(TASK_NAMES)

@@ -16,7 +16,7 @@ from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 
 from softprompt.config import load_config
 from softprompt.data import batch_order, iter_batches, load_task_data
-from softprompt.evaluate import evaluate
+from softprompt.evaluate import Prompting, evaluate
 from softprompt.hub import context_window, load_base, resolve_model_path
 from softprompt.tasks import get_task
 from softprompt.train import train
@@ -50,7 +50,8 @@ def test_a_short_training_beats_both_baselines_by_a_wide_margin(tuned, task, tmp
     cfg, metrics = tuned[task]
     tuned_score = score(metrics)
     baselines = {
-        b: score(evaluate(cfg, baseline=b, limit=LIMIT, results_dir=tmp_path, progress=False)) for b in ("none", "hard")
+        b: score(evaluate(cfg, Prompting.baseline(b), limit=LIMIT, results_dir=tmp_path, progress=False))
+        for b in ("none", "hard")
     }
     # Margins well under what the smoke runs measured (tuned vs the better baseline: EM 100 vs 0, ROUGE-L 99.8
     # vs 0.6, BLEU 98.8 vs 0 on all 200 test examples), and far above what a broken pipeline scores.
@@ -86,7 +87,9 @@ def test_a_prompt_trained_by_peft_scores_as_ours(tuned, tmp_path):
             opt.step()
             opt.zero_grad(set_to_none=True)
     peft_model.save_pretrained(tmp_path / "adapter")
-    theirs = evaluate(cfg, checkpoint=tmp_path / "adapter", limit=LIMIT, results_dir=tmp_path, progress=False)
+    theirs = evaluate(
+        cfg, Prompting(checkpoint=tmp_path / "adapter"), limit=LIMIT, results_dir=tmp_path, progress=False
+    )
     assert abs(score(theirs) - score(ours)) <= 2, (score(theirs), score(ours))
 
 
@@ -94,7 +97,7 @@ def test_a_prompt_trained_by_peft_scores_as_ours(tuned, tmp_path):
 def test_the_pretraining_instruction_as_a_hard_prompt_does_the_task(task, tmp_path):
     """The oracle: what the frozen model can do when told in its own words (measured 99.5, 99.9, 98.6)."""
     cfg = load_config(f"configs/smoke/{task}.yaml")
-    oracle = evaluate(cfg, baseline="text", prompt_text=ORACLE[task], limit=LIMIT, results_dir=tmp_path, progress=False)
+    oracle = evaluate(cfg, Prompting.baseline("text", ORACLE[task]), limit=LIMIT, results_dir=tmp_path, progress=False)
     assert score(oracle) >= 95, (task, score(oracle))
 
 
@@ -102,5 +105,5 @@ def test_the_pretraining_instruction_as_a_hard_prompt_does_the_task(task, tmp_pa
 def test_the_tuned_prompt_reaches_what_the_model_can_do(tuned, task, tmp_path):
     """Tuning reaches the oracle: within GAP points of the pretraining instruction given as a hard prompt."""
     cfg, metrics = tuned[task]
-    oracle = evaluate(cfg, baseline="text", prompt_text=ORACLE[task], limit=LIMIT, results_dir=tmp_path, progress=False)
+    oracle = evaluate(cfg, Prompting.baseline("text", ORACLE[task]), limit=LIMIT, results_dir=tmp_path, progress=False)
     assert score(metrics) >= score(oracle) - GAP, (task, score(metrics), score(oracle))

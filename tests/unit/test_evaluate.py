@@ -8,11 +8,12 @@ import shutil
 
 import pytest
 
+from conftest import smoke_config
 from softprompt import evaluate as evaluate_module
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import baseline_prefix, evaluate, sample_indices, summary_line, token_limits
-from softprompt.generation import DecodeOptions, predict
+from softprompt.evaluate import Prompting, baseline_prefix, evaluate, sample_indices, summary_line, token_limits
+from softprompt.generation import DecodeOptions, Unprompted, predict
 from softprompt.inspection import format_report, inspect_prompt
 from softprompt.model import SoftPromptModel, init_prompt
 from softprompt.tasks import TASKS as task_registry
@@ -28,17 +29,27 @@ def runs(smoke_overrides):
 
 
 def _cfg(runs, task):
-    return load_config(f"tests/configs/smoke/{task}.yaml", runs[task])
+    return load_config(smoke_config(task), runs[task])
 
 
 def test_hard_and_none_baselines_run_and_keep_their_prefix_inside_the_window(runs, tmp_path):
     cfg = _cfg(runs, "tx")
     soft = evaluate(cfg, limit=3, decode=DecodeOptions(max_new_tokens=4), results_dir=tmp_path, progress=False)
     hard = evaluate(
-        cfg, baseline="hard", limit=3, decode=DecodeOptions(max_new_tokens=4), results_dir=tmp_path, progress=False
+        cfg,
+        Prompting.baseline("hard"),
+        limit=3,
+        decode=DecodeOptions(max_new_tokens=4),
+        results_dir=tmp_path,
+        progress=False,
     )
     none = evaluate(
-        cfg, baseline="none", limit=3, decode=DecodeOptions(max_new_tokens=4), results_dir=tmp_path, progress=False
+        cfg,
+        Prompting.baseline("none"),
+        limit=3,
+        decode=DecodeOptions(max_new_tokens=4),
+        results_dir=tmp_path,
+        progress=False,
     )
     assert (tmp_path / "smoke-tx" / "test-baseline-hard" / "metrics.json").is_file()
     assert (tmp_path / "smoke-tx" / "test-baseline-none" / "predictions.jsonl").is_file()
@@ -67,13 +78,11 @@ def test_batched_predictions_equal_one_example_at_a_time(tiny):
     sources = [tokenizer(t)["input_ids"] for t in texts]
     assert len({len(s) for s in sources}) == len(sources)  # every batch needs padding
     task, limits = get_task("sum"), [12, 5, 12, 9, 12]
-    for use_prompt in (True, False):
-        batched = predict(
-            model, tokenizer, sources, task, limits, DecodeOptions(3), use_prompt=use_prompt, progress=False
-        )
+    for decoder in (model, Unprompted(base)):  # the tuned prompt, and the baselines' bare base
+        batched = predict(decoder, tokenizer, sources, task, limits, DecodeOptions(3), progress=False)
         alone = [
-            predict(model, tokenizer, [s], task, [n], DecodeOptions(1), use_prompt=use_prompt, progress=False)[0]
-            for s, n in zip(sources, limits, strict=False)
+            predict(decoder, tokenizer, [s], task, [n], DecodeOptions(1), progress=False)[0]
+            for s, n in zip(sources, limits, strict=True)
         ]
         assert batched == alone
         assert any(batched)
@@ -100,12 +109,16 @@ def test_hard_and_text_baselines_put_their_words_and_a_newline_before_the_source
         lambda m, tok, sources, *a, **k: seen.append((tok, sources)) or real(m, tok, sources, *a, **k),
     )
     evaluate(
-        cfg, baseline="hard", limit=2, decode=DecodeOptions(max_new_tokens=2), results_dir=tmp_path, progress=False
+        cfg,
+        Prompting.baseline("hard"),
+        limit=2,
+        decode=DecodeOptions(max_new_tokens=2),
+        results_dir=tmp_path,
+        progress=False,
     )
     text = evaluate(
         cfg,
-        baseline="text",
-        prompt_text="reply with the place",
+        Prompting.baseline("text", "reply with the place"),
         limit=2,
         decode=DecodeOptions(max_new_tokens=2),
         results_dir=tmp_path,
@@ -135,7 +148,7 @@ def test_evaluation_scores_the_whole_split_and_limit_draws_a_seeded_sample(runs,
 def test_a_checkpoint_of_another_task_is_refused(runs):
     sum_ckpt = _cfg(runs, "sum").run_dir / "epoch_001"
     with pytest.raises(SoftPromptError, match="trained for task 'sum', not 'qna'"):
-        evaluate(_cfg(runs, "qna"), checkpoint=sum_ckpt)
+        evaluate(_cfg(runs, "qna"), Prompting(checkpoint=sum_ckpt))
 
 
 def test_a_corrupted_checkpoint_given_by_path_is_refused_by_name(runs, tmp_path):
@@ -144,7 +157,7 @@ def test_a_corrupted_checkpoint_given_by_path_is_refused_by_name(runs, tmp_path)
     data[-1] ^= 0x01  # one bit of the last float: still loads, wrong value
     (ckpt / "prompt.safetensors").write_bytes(bytes(data))
     with pytest.raises(SoftPromptError, match=r"epoch_001: prompt\.safetensors does not match its recorded SHA-256"):
-        evaluate(_cfg(runs, "qna"), checkpoint=ckpt, results_dir=tmp_path)
+        evaluate(_cfg(runs, "qna"), Prompting(checkpoint=ckpt), results_dir=tmp_path)
 
 
 def test_inspect_prompt_measures_drift_from_the_init(runs, tiny, tmp_path):

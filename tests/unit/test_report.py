@@ -13,7 +13,8 @@ import matplotlib.image
 import pytest
 
 from conftest import ROOT
-from softprompt.errors import SoftPromptError, run_cli
+from softprompt.cli import run_cli
+from softprompt.errors import SoftPromptError
 from softprompt.report import bar_groups, collect, headline_scores, split_and_variant, write_report
 
 WHEN = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc).timestamp()  # every fixture's mtime: a known date

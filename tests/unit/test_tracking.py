@@ -11,7 +11,7 @@ import torch
 from conftest import ROOT
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import evaluate
+from softprompt.evaluate import Prompting, evaluate
 from softprompt.tracking import add_scalars
 from softprompt.train import train
 
@@ -88,7 +88,7 @@ def test_evaluation_adds_its_metrics_to_the_run(tmp_path):
     train_here(tmp_path)
     cfg = load_config(ROOT / "tests" / "configs" / "smoke" / "qna.yaml", [*SETS, f"train.output_dir={tmp_path}"])
     metrics = evaluate(cfg, limit=3, results_dir=tmp_path / "results", progress=False)
-    baseline = evaluate(cfg, baseline="none", limit=3, results_dir=tmp_path / "results", progress=False)
+    baseline = evaluate(cfg, Prompting.baseline("none"), limit=3, results_dir=tmp_path / "results", progress=False)
     got = scalars(tmp_path)
     split = metrics["split"]
     # At the checkpoint's optimizer step: 3 epochs of 12 examples in batches of the config's size.
