@@ -74,6 +74,7 @@ from .devices import pick_device
 from .errors import SoftPromptError
 from .generation import DecodeOptions, mixed_batches, predict, predict_mixed
 from .hub import context_window
+from .methods import build_for_prompt
 from .model import PROMPT_FILE, SoftPromptModel, build_model, read_prompt
 from .multi import MultiPromptModel, load_prompts
 from .results import (
@@ -320,7 +321,8 @@ def evaluate(
 
     def load():
         how = _choose(cfg, checkpoint, baseline, ensemble)  # checked before the model loads
-        model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
+        # The prompt file's method decides the model (a prefix_tuning file needs per-layer keys/values).
+        model, tokenizer = build_for_prompt(cfg.model, how.metas[0] if how.ckpt else {}, seed=cfg.train.seed)
         model.to(device)
         prefix_len = _load_prompting(model, tokenizer, cfg, how, prompt_text)
         ex = _load_examples(cfg, tokenizer, context_window(model.base), prefix_len, split, limit, opts)

@@ -2,7 +2,9 @@
 
     prompt, meta = read_prompt("checkpoints/smoke-sum/epoch_003")   # prompt [P, H] fp32, metadata dict
 
-Our folder:   prompt.safetensors (one tensor `prompt` [P, H]) + prompt.json (base model, sizes, the run's details)
+Our folder:   prompt.safetensors (one tensor `prompt` [P, H]) + prompt.json (base model, sizes, the run's details);
+              a prefix_tuning prompt holds `prefix` [layers, 2, kv_heads, P, head_dim] instead, and its
+              prompt.json says `"method": "prefix_tuning"` (docs/methods.md)
 PEFT's:       adapter_config.json + adapter_model.safetensors (`prompt_embeddings` [P, H]); see peft_compat.py,
               which writes one from ours.
 
@@ -25,6 +27,8 @@ PROMPT_FILE = "prompt.safetensors"
 PROMPT_META = "prompt.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PREFIX_KEY = "prefix"
+"""The tensor a prefix_tuning prompt file holds: [layers, 2 (key, value), kv_heads, P, head_dim]."""
 PEFT_KEY = "prompt_embeddings"
 """The tensor name PEFT's get_peft_model_state_dict gives a prompt-tuning adapter."""
 
@@ -47,15 +51,21 @@ def read_prompt(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
         tensors = load_file(str(tensor_path))
     except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
         raise SoftPromptError(f"{tensor_path}: not a readable safetensors file ({err})") from err
-    prompt = tensors.get("prompt")
-    if prompt is None or prompt.dim() != 2:
-        raise SoftPromptError(f"{tensor_path}: expected one 2-D tensor named 'prompt'")
     meta: dict[str, Any] = {}
     if meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise SoftPromptError(f"{meta_path}: not valid JSON ({err})") from err
+    if isinstance(meta, dict) and meta.get("method") == "prefix_tuning":
+        prefix = tensors.get(PREFIX_KEY)
+        if prefix is None or prefix.dim() != 5 or prefix.shape[1] != 2:
+            shape = "[layers, 2, heads, P, d]"
+            raise SoftPromptError(f"{tensor_path}: expected one 5-D tensor named '{PREFIX_KEY}' {shape}")
+        return prefix.float(), meta
+    prompt = tensors.get("prompt")
+    if prompt is None or prompt.dim() != 2:
+        raise SoftPromptError(f"{tensor_path}: expected one 2-D tensor named 'prompt'")
     return prompt.float(), meta
 
 
@@ -101,16 +111,6 @@ def read_peft_adapter(directory: str | Path) -> tuple[torch.Tensor, dict[str, An
     if (directory / PROMPT_META).is_file():
         meta.update(_read_json(directory / PROMPT_META))
     return prompt.float(), meta
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SoftPromptError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise SoftPromptError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _read_json(path: Path) -> dict[str, Any]:
