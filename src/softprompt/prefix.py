@@ -45,7 +45,7 @@ from .config import ModelConfig, PromptConfig, PromptInit
 from .errors import SoftPromptError
 from .model import SoftPromptModel, SoftPromptOutput, init_prompt, same_base
 from .prompt_encoders import PrefixEncoder
-from .prompt_file import PREFIX_KEY, PROMPT_FILE, PROMPT_META, read_prompt
+from .prompt_file import PREFIX_KEY, PROMPT_FILE, PROMPT_META, flatten, read_prompt, unflatten
 from .surgery import model_type
 
 SUPPORTED = ("gpt2", "llama", "gpt_neox", "mistral", "qwen2")
@@ -76,7 +76,7 @@ class PrefixModel(SoftPromptModel):
     def __init__(self, base: nn.Module, encoder: PrefixEncoder, keep_dropout: bool = False, base_id: str | None = None):
         layout = cache_layout(base)
         with torch.no_grad():
-            first = _unflatten(encoder(), layout)
+            first = unflatten(encoder(), layout)
         super().__init__(base, first, keep_dropout=keep_dropout, base_id=base_id)
         self.layout = layout
         self.prompt.requires_grad_(False)  # the last prefix saved or loaded, [L, 2, h, P, d]; `encoder` trains
@@ -95,7 +95,7 @@ class PrefixModel(SoftPromptModel):
 
     def prefix(self) -> torch.Tensor:
         """[L, 2, h, P, d] fp32, with its gradient while training."""
-        return self.prompt if self.fixed else _unflatten(self.encoder(), self.layout)
+        return self.prompt if self.fixed else unflatten(self.encoder(), self.layout)
 
     def prompt_vectors(self) -> torch.Tensor:
         raise SoftPromptError("prompt.method prefix_tuning has no input vectors (its prompt is per-layer keys/values)")
@@ -212,17 +212,6 @@ class PrefixModel(SoftPromptModel):
         return meta
 
 
-def _unflatten(flat: torch.Tensor, layout: tuple[int, int, int]) -> torch.Tensor:
-    """PEFT's flat prefixes [P, L*2*h*d] -> [L, 2, h, P, d] (its get_prompt: view, then permute [2, 0, 3, 1, 4])."""
-    layers, kv_heads, head_dim = layout
-    return flat.view(flat.shape[0], layers, 2, kv_heads, head_dim).permute(1, 2, 3, 0, 4)
-
-
-def flatten(prefix: torch.Tensor) -> torch.Tensor:
-    """[L, 2, h, P, d] -> PEFT's flat [P, L*2*h*d] (what its adapter file holds as prompt_embeddings)."""
-    return prefix.permute(3, 0, 1, 2, 4).reshape(prefix.shape[3], -1)
-
-
 # ------------------------------------------------------------------ init
 
 
@@ -240,7 +229,7 @@ def init_prefix(base: nn.Module, tokenizer, model_cfg: ModelConfig, seed: int) -
     mode, text = PromptInit(model_cfg.init), model_cfg.init_text or ""
     generator = torch.Generator().manual_seed(seed)
     if mode is PromptInit.RANDOM:
-        return _unflatten(torch.randn(P, layout[0] * 2 * layout[1] * layout[2], generator=generator), layout)
+        return unflatten(torch.randn(P, layout[0] * 2 * layout[1] * layout[2], generator=generator), layout)
     if mode is PromptInit.VOCAB:
         ids = torch.randint(0, base.get_input_embeddings().weight.shape[0], (P,), generator=generator).tolist()
         return token_prefix(base, ids, list(range(P)))

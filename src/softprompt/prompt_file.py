@@ -5,8 +5,9 @@
 Our folder:   prompt.safetensors (one tensor `prompt` [P, H]) + prompt.json (base model, sizes, the run's details);
               a prefix_tuning prompt holds `prefix` [layers, 2, kv_heads, P, head_dim] instead, and its
               prompt.json says `"method": "prefix_tuning"` (docs/methods.md)
-PEFT's:       adapter_config.json + adapter_model.safetensors (`prompt_embeddings` [P, H]); see peft_compat.py,
-              which writes one from ours.
+PEFT's:       adapter_config.json + adapter_model.safetensors (`prompt_embeddings`: [P, H] for PROMPT_TUNING
+              and P_TUNING, the flat prefixes [P, L*2*D] for PREFIX_TUNING); see peft_compat.py, which writes
+              one from ours.
 
 Writing our format is `SoftPromptModel.save_prompt` (model.py); this module only reads, so both model.py and
 peft_compat.py can import it.
@@ -69,18 +70,36 @@ def read_prompt(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     return prompt.float(), meta
 
 
-def read_peft_adapter(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
-    """(prompt [P, H] fp32, metadata) from a PEFT prompt-tuning adapter folder (see read_prompt).
+PEFT_TYPES = {"PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning", "PREFIX_TUNING": "prefix_tuning"}
+"""PEFT's adapter types that read as our prompts, and our method for each."""
 
-    The metadata is what adapter_config.json says (base model, sizes),
+
+def unflatten(flat: torch.Tensor, layout: tuple[int, int, int]) -> torch.Tensor:
+    """PEFT's flat prefixes [P, L*2*h*d] -> [L, 2, h, P, d], for layout (L, h, d): its get_prompt's view
+    [P, L*2, h, d] then permute [2, 0, 3, 1, 4] (layer-major, key before value)."""
+    layers, kv_heads, head_dim = layout
+    return flat.view(flat.shape[0], layers, 2, kv_heads, head_dim).permute(1, 2, 3, 0, 4)
+
+
+def flatten(prefix: torch.Tensor) -> torch.Tensor:
+    """[L, 2, h, P, d] -> PEFT's flat [P, L*2*h*d] (what its adapter file holds as prompt_embeddings)."""
+    return prefix.permute(3, 0, 1, 2, 4).reshape(prefix.shape[3], -1)
+
+
+def read_peft_adapter(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
+    """(prompt [P, H] fp32, or a prefix [L, 2, h, P, d], metadata) from a PEFT prompt-tuning, P-tuning or
+    prefix-tuning adapter folder (see read_prompt).
+
+    The metadata is what adapter_config.json says (base model, sizes, `method`),
     updated by a prompt.json beside it when there is one.
     """
     directory = Path(directory)
     config = _read_json(directory / ADAPTER_CONFIG)
     peft_type = config.get("peft_type")
-    if peft_type != "PROMPT_TUNING":
+    if peft_type not in PEFT_TYPES:
         raise SoftPromptError(
-            f"{directory / ADAPTER_CONFIG}: a PEFT {peft_type} adapter, not a prompt-tuning one (PROMPT_TUNING)"
+            f"{directory / ADAPTER_CONFIG}: a PEFT {peft_type} adapter, not a prompt-tuning one "
+            f"({', '.join(PEFT_TYPES)})"
         )
     if (config.get("num_transformer_submodules") or 1) != 1:
         raise SoftPromptError(
@@ -107,9 +126,21 @@ def read_peft_adapter(directory: str | Path) -> tuple[torch.Tensor, dict[str, An
         "hidden_size": prompt.shape[1],
         "prompt_length": prompt.shape[0],
         "format": "peft",
+        "method": PEFT_TYPES[peft_type],
     }
     if (directory / PROMPT_META).is_file():
         meta.update(_read_json(directory / PROMPT_META))
+    if peft_type == "PREFIX_TUNING":  # PEFT saves the final flat prefixes, whether trained with a projection or not
+        layout = [config.get(k) for k in ("num_layers", "num_attention_heads", "token_dim")]
+        if not all(isinstance(v, int) and v > 0 for v in layout) or prompt.shape[1] != 2 * layout[0] * layout[2]:
+            raise SoftPromptError(
+                f"{directory / ADAPTER_CONFIG}: num_layers, num_attention_heads and token_dim do not describe "
+                f"{PEFT_KEY} {list(prompt.shape)} (num_virtual_tokens x num_layers*2*token_dim)"
+            )
+        layers, heads, width = layout
+        meta.pop("hidden_size")
+        meta |= {"method": "prefix_tuning", "layers": layers, "kv_heads": heads, "head_dim": width // heads}
+        return unflatten(prompt.float(), (layers, heads, width // heads)), meta
     return prompt.float(), meta
 
 

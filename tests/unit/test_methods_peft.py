@@ -60,8 +60,9 @@ def family(request, tiny, llama):
     return tiny if request.param == "gpt2" else llama
 
 
-def pair(method: str, base):
-    """(PEFT model, ours) with the same initial encoder weights (PEFT's own random init)."""
+def pair(method: str, base, scale: float = 1.0):
+    """(PEFT model, ours) with the same initial encoder weights (PEFT's own random init, the output layer times
+    `scale`: a larger prompt moves greedy tokens, so the generation tests see a dropped layer)."""
     torch.manual_seed(1)
     if method.startswith("p_tuning"):
         kind = method.split("-")[1]
@@ -80,7 +81,18 @@ def pair(method: str, base):
         )
     theirs = get_peft_model(copy.deepcopy(base), cfg)
     theirs.eval()
-    state = theirs.prompt_encoder["default"].state_dict()
+    encoder = theirs.prompt_encoder["default"]
+    last = (
+        encoder.transform[2]
+        if hasattr(encoder, "transform")
+        else encoder.mlp_head[-1]
+        if hasattr(encoder, "mlp_head")
+        else encoder
+    )
+    with torch.no_grad():
+        for p in last.parameters() if last is not encoder else [encoder.embedding.weight]:
+            p.mul_(scale)
+    state = encoder.state_dict()
     if method.startswith("p_tuning"):
         encoder = PromptEncoder(state["embedding.weight"], Encoder(kind), hidden=16)
         ours = PTuningModel(copy.deepcopy(base), encoder)
@@ -149,7 +161,7 @@ def peft_greedy(theirs, ids: torch.Tensor, steps: int) -> list[int]:
 @pytest.mark.parametrize("method", METHODS)
 def test_kv_cached_generation_gives_the_tokens_of_peft_forward(method, family):
     base, tokenizer = family
-    theirs, ours = pair(method, base)
+    theirs, ours = pair(method, base, scale=10.0)
     kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=tokenizer.eos_token_id)
     for source, _ in PAIRS:
         ids = torch.tensor([tokenizer(source)["input_ids"]])
