@@ -6,6 +6,7 @@ the same loss on a right-padded batch; after 4 AdamW steps on each, the same wei
 one unpadded example, the tokens of greedy decoding by PEFT's own forward (PEFT's generate is off, see
 peft_greedy). Left padding is checked against our own single-row decoding instead,
 since PEFT puts a p_tuning prompt before the pads and counts the pads in a prefix's positions (docs/methods.md).
+The quick tier runs the loss and AdamW test on GPT-2; the Llama family and the generation tests are marked slow.
 """
 
 import copy
@@ -55,7 +56,7 @@ def llama():
     return model.requires_grad_(False), tokenizer
 
 
-@pytest.fixture(params=["gpt2", "llama"])
+@pytest.fixture(params=["gpt2", pytest.param("llama", marks=pytest.mark.slow)])
 def family(request, tiny, llama):
     return tiny if request.param == "gpt2" else llama
 
@@ -158,6 +159,7 @@ def peft_greedy(theirs, ids: torch.Tensor, steps: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_kv_cached_generation_gives_the_tokens_of_peft_forward(method, family):
     base, tokenizer = family
@@ -169,6 +171,7 @@ def test_kv_cached_generation_gives_the_tokens_of_peft_forward(method, family):
         assert new[0].tolist() == peft_greedy(theirs, ids, 8), source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_batched_left_padded_generation_equals_each_row_alone(method, family):
     base, tokenizer = family
