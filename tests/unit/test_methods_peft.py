@@ -6,7 +6,8 @@ the same loss on a right-padded batch; after 4 AdamW steps on each, the same wei
 one unpadded example, the tokens of greedy decoding by PEFT's own forward (PEFT's generate is off, see
 peft_greedy). Left padding is checked against our own single-row decoding instead,
 since PEFT puts a p_tuning prompt before the pads and counts the pads in a prefix's positions (docs/methods.md).
-The quick tier runs the loss and AdamW test on GPT-2; the Llama family and the generation tests are marked slow.
+The quick tier runs the loss and AdamW test of p_tuning-mlp and prefix-projection on GPT-2; the other variants,
+the Llama family and the generation tests are marked slow.
 """
 
 import copy
@@ -29,7 +30,13 @@ PAIRS = [
     ("Context: The river runs east.\nQuestion: Where does the river run?\nAnswer:", " east"),
     ("Bulgarian: Заседанието е открито.\nEnglish:", " The sitting is open ."),
 ]
-METHODS = ["p_tuning-mlp", "p_tuning-lstm", "prefix", "prefix-projection"]
+METHODS = [
+    "p_tuning-mlp",
+    pytest.param("p_tuning-lstm", marks=pytest.mark.slow),
+    pytest.param("prefix", marks=pytest.mark.slow),
+    "prefix-projection",
+]
+"""The quick tier keeps one variant per method (on GPT-2); the full run has all four on both families."""
 
 
 @pytest.fixture(scope="module")
