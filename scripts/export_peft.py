@@ -1,4 +1,4 @@
-"""Export a trained prompt as a PEFT prompt-tuning adapter.
+"""Export a trained prompt as a PEFT adapter (PROMPT_TUNING, P_TUNING or PREFIX_TUNING, by its method).
 
     python scripts/export_peft.py checkpoints/sum/epoch_009 out/sum-peft
 

@@ -55,6 +55,9 @@ LATEST = "latest"
 HASHED = (PROMPT_FILE, PROMPT_META, STATE_FILE)
 """Files whose SHA-256 trainer_state.json records (the tensors, and the metadata that names the base model)."""
 
+TRAINABLE = "trainable."
+"""Prefix of the encoder weights' names in trainer_state.safetensors (p_tuning, prefix_tuning)."""
+
 _NAME = re.compile(r"epoch_(\d{3,})(?:_step_(\d{6,}))?")
 
 
@@ -75,7 +78,7 @@ def position(ckpt: Path) -> tuple[int, int] | None:
 def nonfinite_problem(model: SoftPromptModel, losses: dict[str, Any]) -> str | None:
     """Why a state must not be saved (a NaN/inf prompt or loss), or None."""
     bad = [f"{name} {value}" for name, value in losses.items() if isinstance(value, float) and not math.isfinite(value)]
-    if not bool(torch.isfinite(model.prompt.detach()).all()):
+    if not bool(torch.isfinite(model.final_prompt()).all()):
         bad.insert(0, "the prompt holds NaN or infinite values")
     return ", ".join(bad) or None
 
@@ -122,7 +125,7 @@ def save_checkpoint(
     try:
         tmp.mkdir(parents=True)
         model.save_prompt(tmp, **prompt_meta, epoch=epoch, **({"micro_batch": micro_batch} if micro_batch else {}))
-        _write_state(tmp, optimizer, where, config, more)
+        _write_state(tmp, optimizer, where, config, more, model.training_state())
     except (OSError, SafetensorError) as err:  # a full disk, most likely: the half-written folder goes
         shutil.rmtree(tmp, ignore_errors=True)
         last = latest_checkpoint(run_dir, warn=lambda msg: None)
@@ -138,9 +141,12 @@ def _reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or first_line(err)
 
 
-def _write_state(tmp: Path, optimizer, where: dict, config: dict, more: dict) -> None:
-    """The optimizer tensors and trainer_state.json (position, config, SHA-256s, `more`) into tmp, flushed."""
+def _write_state(tmp: Path, optimizer, where: dict, config: dict, more: dict, trainable: dict) -> None:
+    """The optimizer tensors, the method's own training state (`trainable.*`: p_tuning's and prefix_tuning's
+    encoder weights; none for prompt tuning) and trainer_state.json (position, config, SHA-256s, `more`)
+    into tmp, flushed."""
     tensors, optim_meta = _optimizer_tensors(optimizer)
+    tensors |= {f"{TRAINABLE}{k}": v.detach().float().cpu() for k, v in trainable.items()}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATE_FILE))
     testing.point("checkpoint")
     sums = {name: sha256(tmp / name) for name in HASHED}
@@ -277,7 +283,14 @@ def load_trainer_state(
     if problem:
         raise SoftPromptError(f"cannot resume: {problem}")
     meta = json.loads((ckpt / STATE_META).read_text(encoding="utf-8"))
-    saved, shape = read_prompt(ckpt)[0].shape, model.prompt.shape
+    saved_prompt, prompt_meta = read_prompt(ckpt)
+    method = prompt_meta.get("method", "prompt_tuning")
+    if method != model.method:
+        raise SoftPromptError(
+            f"cannot resume from {ckpt}: it holds a {method} prompt but this run's prompt.method is {model.method}; "
+            "resume with the config it was trained with, or start a new run elsewhere"
+        )
+    saved, shape = saved_prompt.shape, model.prompt.shape
     if saved != shape:  # checked before anything is loaded: this run's prompt stays as it was
         raise SoftPromptError(
             f"cannot resume from {ckpt / PROMPT_FILE}: its prompt has shape {list(saved)} but this run's is "
@@ -286,6 +299,8 @@ def load_trainer_state(
         )
     model.load_prompt(ckpt)
     tensors = load_file(str(ckpt / STATE_FILE))
+    trainable = {k.removeprefix(TRAINABLE): v for k, v in tensors.items() if k.startswith(TRAINABLE)}
+    model.load_training_state(trainable, str(ckpt / STATE_FILE))
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

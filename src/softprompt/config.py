@@ -1,7 +1,7 @@
 """Run configuration: typed dataclasses loaded from YAML and `--set` overrides.
 
 A config file has two top-level keys, `task` and (optionally) `run_name`, and
-three sections, `model`, `data` and `train`, each mapping onto a dataclass
+four sections, `model`, `data`, `train` and (optionally) `prompt`, each mapping onto a dataclass
 below. Defaults live in these dataclasses and nowhere else. Loading checks
 every key against the dataclass fields (unknown keys are rejected with a
 suggestion), converts values to the field types, checks ranges and
@@ -39,6 +39,21 @@ class PromptInit(str, enum.Enum):
     TEXT = "text"  # PEFT's TEXT init: init_text's tokens, truncated or repeated to prompt_length
     VOCAB = "vocab"  # embeddings of seeded random vocabulary tokens
     RANDOM = "random"  # seeded normal noise with the embedding matrix's standard deviation
+
+
+class Method(str, enum.Enum):
+    """How the frozen model is prompted (docs/methods.md)."""
+
+    PROMPT_TUNING = "prompt_tuning"  # P trained vectors in front of the input embeddings (Lester et al.)
+    P_TUNING = "p_tuning"  # the same P vectors, produced in training by an MLP or LSTM encoder (Liu et al.)
+    PREFIX_TUNING = "prefix_tuning"  # P trained keys and values at every layer (Li & Liang)
+
+
+class Encoder(str, enum.Enum):
+    """P-tuning's reparameterisation, as PEFT's PromptEncoder builds it."""
+
+    MLP = "mlp"  # Linear-ReLU-Linear-ReLU-Linear
+    LSTM = "lstm"  # 2-layer bidirectional LSTM, then Linear-ReLU-Linear
 
 
 class Precision(str, enum.Enum):
@@ -116,6 +131,54 @@ class ModelConfig:
                 f"init 'words' makes one prompt vector per word, so give {self.prompt_length} words "
                 "or change prompt_length (init 'text' repeats or truncates tokens instead)"
             )
+        return out
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """The prompting method and its options; all defaults: prompt tuning, exactly as before the section existed."""
+
+    method: Method = Method.PROMPT_TUNING
+    """prompt_tuning | p_tuning | prefix_tuning (see Method and docs/methods.md)."""
+    encoder: Encoder | None = None
+    """p_tuning only: mlp | lstm (null: mlp)."""
+    encoder_hidden_size: int | None = None
+    """p_tuning, and prefix_tuning with prefix_projection: the encoder's hidden width (null: PEFT's default, the
+    model's hidden size; for prefix_tuning on a grouped-query model, its key/value width)."""
+    prefix_projection: bool = False
+    """prefix_tuning only: train the prefixes through Li & Liang's MLP (embedding -> Linear-Tanh-Linear)."""
+
+    def problems(self) -> list[str]:
+        out = []
+        m = self.method.value
+        if self.method is Method.PROMPT_TUNING:
+            given = [k for k in ("encoder", "encoder_hidden_size") if getattr(self, k) is not None]
+            given += ["prefix_projection"] if self.prefix_projection else []
+            owner = {"encoder": "p_tuning", "encoder_hidden_size": "p_tuning or prefix_tuning"}
+            owner["prefix_projection"] = "prefix_tuning"
+            out += [f"prompt.{k} is an option of {owner[k]}, not of prompt.method {m}" for k in given]
+        if self.method is Method.P_TUNING and self.prefix_projection:
+            out.append("prompt.prefix_projection is an option of prefix_tuning, not of prompt.method p_tuning")
+        if self.method is Method.PREFIX_TUNING:
+            if self.encoder is not None:
+                out.append("prompt.encoder is an option of p_tuning, not of prompt.method prefix_tuning")
+            if self.encoder_hidden_size is not None and not self.prefix_projection:
+                out.append("prompt.encoder_hidden_size needs prompt.prefix_projection: true for prefix_tuning")
+        if self.encoder_hidden_size is not None and self.encoder_hidden_size < 1:
+            out.append(f"prompt.encoder_hidden_size must be at least 1, got {self.encoder_hidden_size}")
+        return out
+
+    def cross_problems(self, train: TrainConfig) -> list[str]:
+        """What a method cannot do together with train settings."""
+        out = []
+        m = self.method.value
+        if self.method is Method.PREFIX_TUNING and train.gradient_checkpointing:
+            out.append(
+                "train.gradient_checkpointing does not work with prompt.method prefix_tuning (a recomputed block "
+                "would append its prefix to the cache twice); set it to false"
+            )
+        if self.method is not Method.PROMPT_TUNING and train.strategy is Strategy.FSDP:
+            out.append(f"train.strategy fsdp is for prompt.method prompt_tuning only, not {m}; use ddp")
         return out
 
 
@@ -265,6 +328,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     source: str = ""
     """The file this config was loaded from (set by the loader)."""
 
@@ -275,12 +339,15 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as the YAML holds it (the task by its name)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return _plain({**fields, "task": self.task.name} | {k: dataclasses.asdict(fields[k]) for k in _SECTIONS})
+        out = _plain({**fields, "task": self.task.name} | {k: dataclasses.asdict(fields[k]) for k in _SECTIONS})
+        if self.prompt == PromptConfig():  # a prompt-tuning run's config.yaml and checkpoints read as before
+            del out["prompt"]
+        return out
 
 
 # ---------------------------------------------------------------- loading
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "prompt": PromptConfig}
 _TOP_KEYS = {"task", "run_name", *_SECTIONS}
 
 
@@ -323,6 +390,8 @@ def config_from_dict(raw: dict[str, Any], source: str | os.PathLike = "<dict>") 
     problems += section_problems
     if "model" in sections and "train" in sections:
         problems += sections["train"].cross_problems(sections["model"])
+    if "prompt" in sections and "train" in sections:
+        problems += sections["prompt"].cross_problems(sections["train"])
     if task is not None and "data" in sections:
         problems += _data_source_problems(task, sections["data"])
     run_name = raw.get("run_name")

@@ -84,7 +84,8 @@ from .devices import device_name, pick_device
 from .errors import SoftPromptError
 from .generation import DecodeOptions, Unprompted, mixed_batches, predict, predict_mixed
 from .hub import context_window
-from .model import PROMPT_FILE, SoftPromptModel, build_model, read_prompt
+from .methods import build_for_prompt
+from .model import PROMPT_FILE, SoftPromptModel, read_prompt
 from .multi import MultiPromptModel, PromptEnsemble, load_prompts
 from .provenance import versions
 from .results import SAMPLE_SEED, PartialPredictions, decoding, results_path, scored, write_results
@@ -373,7 +374,9 @@ def _ranks(cfg: Config) -> tuple[distributed.Dist, torch.device]:
 def _load(plan: _Plan, device: torch.device) -> _Loaded:
     """Checkpoints checked (before the model loads), the model with the prompts applied, every task's examples."""
     chosen = {t: _choose(plan.cfgs[t], p) for t, p in plan.prompting.items()}
-    model, tokenizer = build_model(plan.first.model, seed=plan.first.train.seed)
+    tuned = [c.metas[0] for c in chosen.values() if c.ckpt is not None]
+    # The prompt file's method decides the model (a prefix_tuning file needs per-layer keys/values).
+    model, tokenizer = build_for_prompt(plan.first.model, tuned[0] if tuned else {}, seed=plan.first.train.seed)
     model.to(device)
     decoder, prefix, room = _apply_prompts(plan, chosen, model, tokenizer)
     window = context_window(model.base)

@@ -57,6 +57,11 @@ def inspect_prompt(path: str | Path, k: int = 5) -> PromptReport:
         raise SoftPromptError(f"k must be at least 1, got {k}")
     ckpt = resolve_prompt_dir(path)
     prompt, meta = read_prompt(ckpt)
+    if meta.get("method") == "prefix_tuning":
+        raise SoftPromptError(
+            f"{ckpt}: a prefix_tuning prompt holds keys and values for every layer, not input vectors: "
+            "inspection (norms, nearest tokens) works for prompt_tuning and p_tuning prompts only"
+        )
     if not meta.get("base_model"):
         raise SoftPromptError(f"{ckpt}: prompt.json does not name the base model the prompt was trained on")
     run_cfg = _run_config(ckpt)
@@ -71,6 +76,8 @@ def inspect_prompt(path: str | Path, k: int = 5) -> PromptReport:
         )
 
     init = _initial_prompt(base, tokenizer, meta, prompt.shape[0], run_cfg.get("train", {}).get("seed"))
+    if meta.get("method") == "p_tuning":  # init made the encoder's inputs; its outputs started elsewhere
+        init = None
     sims = F.normalize(prompt, dim=-1) @ F.normalize(table, dim=-1).T  # [P, V]
     top = sims.topk(min(k, table.shape[0]), dim=-1)
     init_labels = _init_labels(meta, init, table, tokenizer, prompt.shape[0])

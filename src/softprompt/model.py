@@ -40,7 +40,16 @@ class SoftPromptOutput:
 
 
 class SoftPromptModel(nn.Module):
-    """`base` frozen, `prompt` [P, H] trainable (fp32 whatever the base's dtype)."""
+    """`base` frozen, `prompt` [P, H] trainable (fp32 whatever the base's dtype).
+
+    The other methods subclass it (p_tuning.py, prefix.py) and keep this interface: forward, generate,
+    save_prompt, load_prompt, plus what training asks of every method: `trainable_parameters()` (what AdamW
+    steps), `training_state()` / `load_training_state()` (what a checkpoint needs beyond the prompt file to
+    resume: nothing here) and `final_prompt()` (what the prompt file holds).
+    """
+
+    method = "prompt_tuning"
+    """The config's prompt.method this model implements; prompt.json records it for the other methods."""
 
     def __init__(self, base: nn.Module, prompt: torch.Tensor, keep_dropout: bool = False, base_id: str | None = None):
         super().__init__()
@@ -56,6 +65,28 @@ class SoftPromptModel(nn.Module):
     def prompt_length(self) -> int:
         return self.prompt.shape[0]
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimizer steps, clips and (under torchrun) averages, in a fixed order."""
+        return [self.prompt]
+
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """Tensors a checkpoint must hold, beyond the prompt file, to resume exactly (prompt tuning: none)."""
+        return {}
+
+    def load_training_state(self, tensors: dict[str, torch.Tensor], where: str) -> None:
+        """Restore what `training_state` returned; `where` names the checkpoint in errors."""
+        if tensors:
+            names = ", ".join(sorted(tensors))
+            raise SoftPromptError(f"{where}: holds encoder weights ({names}), not a prompt_tuning run's")
+
+    def prompt_vectors(self) -> torch.Tensor:
+        """The [P, H] vectors put in front of the input (here the trained parameter itself)."""
+        return self.prompt
+
+    def final_prompt(self) -> torch.Tensor:
+        """What the prompt file holds, detached (here [P, H])."""
+        return self.prompt.detach()
+
     def train(self, mode: bool = True) -> SoftPromptModel:
         # The frozen base keeps dropout off unless asked: dropout noise only slows a 3k-parameter prompt.
         super().train(mode)
@@ -65,7 +96,7 @@ class SoftPromptModel(nn.Module):
     def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: torch.Tensor | None = None):
         """Embeddings with the prompt after any left padding; the grown mask; positions from the mask."""
         embeds = self.base.get_input_embeddings()(input_ids)
-        prompt = self.prompt if prompt is None else prompt
+        prompt = self.prompt_vectors() if prompt is None else prompt
         embeds, mask = insert_prompt(embeds, attention_mask, prompt.to(embeds.dtype))
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
         return embeds, mask, position_ids
@@ -125,6 +156,11 @@ class SoftPromptModel(nn.Module):
     def load_prompt(self, directory: str | Path, check_base: bool = True) -> dict[str, Any]:
         """Load a saved prompt into this model; returns its metadata."""
         prompt, meta = read_prompt(directory)
+        if meta.get("method") == "prefix_tuning":
+            raise SoftPromptError(
+                f"{directory}: holds a prefix_tuning prompt (keys and values for every layer), not input vectors; "
+                "load it with prompt.method: prefix_tuning"
+            )
         hidden = self.prompt.shape[1]
         if prompt.shape[1] != hidden:
             raise SoftPromptError(

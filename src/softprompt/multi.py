@@ -40,6 +40,7 @@ from torch import nn
 
 from .errors import SoftPromptError
 from .model import SoftPromptModel, insert_prompt
+from .prompt_file import read_prompt
 
 
 def load_prompts(
@@ -54,6 +55,11 @@ def load_prompts(
     holder = SoftPromptModel(base, torch.zeros(1, hidden), base_id=base_id)
     prompts = []
     for directory in directories:
+        if read_prompt(directory)[1].get("method") == "prefix_tuning":
+            raise SoftPromptError(
+                f"{directory}: a prefix_tuning prompt cannot join a mixed-task batch or an ensemble (they stack "
+                "input vectors); evaluate it on its own"
+            )
         holder.load_prompt(directory, check_base=check_base)
         prompts.append(holder.prompt.detach().clone())
     return prompts

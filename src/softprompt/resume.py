@@ -182,12 +182,9 @@ def _load_checkpoint(run_dir, model, optimizer, scaler, d, device, warn) -> tupl
     if "error" in found:  # every rank stops, rank 0's message is the one shown
         raise SoftPromptError(found["error"])
     if d.enabled and found["ckpt"] is not None:
-        with torch.no_grad():
-            model.prompt.copy_(
-                distributed.broadcast_tensor(
-                    model.prompt.detach() if d.main else None, model.prompt.shape, torch.float32, device, d
-                )
-            )
+        with torch.no_grad():  # the prompt, or an encoder's weights (p_tuning, prefix_tuning)
+            for p in model.trainable_parameters():
+                p.copy_(distributed.broadcast_tensor(p.detach() if d.main else None, p.shape, torch.float32, device, d))
         own = optimizer.state_dict()["state"]
         state: dict[int, dict[str, torch.Tensor]] = {}
         for pid, key, shape, dtype in found["tensors"]:

@@ -39,7 +39,8 @@ from .data import batch_order, build_batch, iter_batches, lengths_of, load_task_
 from .devices import autocast, pick_device
 from .errors import SoftPromptError
 from .hub import context_window
-from .model import SoftPromptModel, build_model
+from .methods import build_for_training
+from .model import SoftPromptModel
 from .plots import plot_losses
 from .preemption import StopRequest, stop_here
 from .resume import Start, batch_seed, earlier_run, prepare_run_dir, restore, write_config
@@ -235,10 +236,11 @@ def optimizer_step(trained: Trained, pos: Position, t: TrainConfig, track: bool)
     model, scaler, norm = trained.model, trained.scaler, None
     if t.max_grad_norm is not None:
         scaler.unscale_(trained.optimizer)
-        clipped = torch.nn.utils.clip_grad_norm_([model.prompt], t.max_grad_norm)
+        clipped = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), t.max_grad_norm)
         norm = clipped.detach() if track else None
     elif track:  # only read: the unclipped gradient, unscaled (fp16)
-        norm = torch.linalg.vector_norm(model.prompt.grad.float()) / (scaler.get_scale() if scaler.is_enabled() else 1)
+        grads = torch.cat([p.grad.float().flatten() for p in model.trainable_parameters()])
+        norm = torch.linalg.vector_norm(grads) / (scaler.get_scale() if scaler.is_enabled() else 1)
     scaler.step(trained.optimizer)
     scaler.update()
     trained.optimizer.zero_grad(set_to_none=True)  # free the gradient as soon as we can
@@ -383,7 +385,7 @@ def setup(cfg: Config, d, device_name: str, resume: bool, overwrite: bool, log: 
             # 9e-6 in 16 steps, and resume could not be bit-identical. (CUDA would also need CUBLAS_WORKSPACE_CONFIG.)
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.train.seed)
-        model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
+        model, tokenizer = build_for_training(cfg.model, cfg.prompt, seed=cfg.train.seed)
         data = load_task_data(cfg, tokenizer, context_window(model.base))
     if overwrite and not resume and d.main:  # only now that config, model and data have loaded without error
         for p in earlier_run(run_dir):
@@ -396,7 +398,9 @@ def setup(cfg: Config, d, device_name: str, resume: bool, overwrite: bool, log: 
             )
     t = cfg.train
     forward = place(model, cfg, d, device, log)
-    optimizer = torch.optim.AdamW([model.prompt], lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.trainable_parameters(), lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision is Precision.FP16)
     micro_batches = math.ceil(len(data.splits["train"]) / t.batch_size)
     accum = t.grad_accum_steps
