@@ -123,6 +123,18 @@ def as_record(task: Task, item: Any) -> dict[str, Any]:
     return item
 
 
+def source_record(task: Task, record: dict[str, Any]) -> dict[str, Any]:
+    """The part of a dataset record the task's source reads (its target and references left out)."""
+    out: dict[str, Any] = {}
+    for spec in source_fields(task)[0]:
+        *parents, last = spec.removesuffix("[]").split(".")
+        src, dst = record, out
+        for part in parents:
+            src, dst = src[part], dst.setdefault(part, {})
+        dst[last] = src[last]
+    return out
+
+
 def _fields(fields: Sequence[str]) -> str:
     return ", ".join(f"'{f.removesuffix('[]')}'" for f in fields)
 
