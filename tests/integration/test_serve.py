@@ -34,7 +34,7 @@ def server(smoke_overrides):
 
 
 def _body(task, record):
-    return {"model": task, "input": {k: v for k, v in record.items() if k not in ("id",)}}
+    return {"model": task, "input": record}
 
 
 def test_the_openai_client_gets_generates_outputs(server, inputs):
