@@ -18,7 +18,7 @@ import sys
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError, run_cli
 from softprompt.evaluate import BASELINES
-from softprompt.generate import Generator, Sampling, encode_all, output_record, read_inputs
+from softprompt.generate import Generator, Sampling, check_inputs, encode_all, output_record, read_inputs
 
 
 def parse(argv):
@@ -60,6 +60,7 @@ def main(argv=None):
     sampling = Sampling(a.temperature, a.top_p, a.seed)
     cfg = load_config(a.config, a.set)
     items, where = inputs(a)
+    check_inputs(cfg.task, items, where)  # a bad input fails before the model loads
     gen = Generator.load(cfg, a.checkpoint, baseline=a.baseline, prompt_text=a.prompt_text)
     sources, cut = encode_all(gen, items, where)
     if cut:

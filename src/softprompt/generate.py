@@ -265,6 +265,15 @@ def read_inputs(path: str | Path) -> tuple[list[Any], list[str]]:
     return items, where
 
 
+def check_inputs(task: Task, items: Sequence[Any], where: Sequence[str]) -> None:
+    """Fail on the first input the task cannot read, naming where it is (before any model loads)."""
+    for item, place in zip(items, where, strict=True):
+        try:
+            as_record(task, item)
+        except SoftPromptError as err:
+            raise SoftPromptError(f"{place}: {err}") from err
+
+
 def encode_all(gen: Generator, items: Sequence[Any], where: Sequence[str]) -> tuple[list[list[int]], int]:
     """(sources with the prefix in front, how many were cut); a bad input fails naming where it is."""
     sources, cut = [], 0
