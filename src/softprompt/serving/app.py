@@ -6,8 +6,8 @@
     GET  /health           {"status": "ok", ...}, without the API key
 
 Each input becomes one job for the decoder thread (batcher.py), formatted exactly as generate.py formats it
-(the task's template, the prompt's source budget). An input the budget would cut is refused (400) rather than
-silently shortened. A request names a prompt; nothing in a request reaches the filesystem.
+(the task's template, the prompt's source budget: a longer body is cut as training and evaluation cut it). An
+input longer than the context window is refused (400). A request names a prompt; nothing in a request reaches the filesystem.
 With an API key set, every /v1 call needs `Authorization: Bearer <key>` (the openai client's api_key).
 """
 
@@ -132,12 +132,13 @@ def _jobs(req: CompletionRequest, prompt: ServedPrompt, service: Service) -> lis
         except SoftPromptError as err:
             raise ApiError(400, f"{where}: {err}", param=where) from err
         source, cut = encode_source(record, task, tokenizer, prompt.budget)
-        if cut:
-            n = len(encode_source(record, task, tokenizer, 1 << 30)[0])
+        # Cut to the budget as training and generate.py cut it; refused only past the whole context window.
+        n = len(encode_source(record, task, tokenizer, 1 << 30)[0]) if cut else len(source)
+        if n + prompt.prompt.shape[0] > prompt.window:
             raise ApiError(
                 400,
-                f"{where} is {n} tokens long; prompt {prompt.name!r} takes at most {prompt.budget} (its context "
-                "window less the prompt and the longest answer)",
+                f"{where} is {n} tokens long; with prompt {prompt.name!r} it does not fit the {prompt.window}-token "
+                f"context window (inputs up to {prompt.budget} tokens are read whole, longer ones cut as in training)",
                 param=where,
                 code="context_length_exceeded",
             )

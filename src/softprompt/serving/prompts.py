@@ -52,6 +52,8 @@ class ServedPrompt:
     """Source tokens an input may have (the context window less the prompt and max_tokens, as in training)."""
     max_tokens: int = 0
     """The most new tokens a request may ask for: the task's evaluation limit."""
+    window: int = 0
+    """The base's context window."""
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -133,8 +135,9 @@ def _check_against_base(p: ServedPrompt, base) -> ServedPrompt:
     if meta.get("model_type") and meta["model_type"] != base.config.model_type:
         raise SoftPromptError(f"{where}: a prompt for model type {meta['model_type']}, the base is a "
                               f"{base.config.model_type}")  # fmt: skip
-    budget = source_budget(p.cfg, context_window(base))
-    return dataclasses.replace(p, budget=budget, max_tokens=token_limits(p.cfg, [[]], None)[0])
+    budget = source_budget(p.cfg, context_window(base))  # data.source_budget, as training and evaluation
+    limit = token_limits(p.cfg, [[]], None)[0]
+    return dataclasses.replace(p, budget=budget, max_tokens=limit, window=context_window(base))
 
 
 def load_served(specs: dict[str, str | Path], device: torch.device | str | None = None):
