@@ -7,7 +7,8 @@
 
 Each input becomes one job for the decoder thread (batcher.py), formatted exactly as generate.py formats it
 (the task's template, the prompt's source budget: a longer body is cut as training and evaluation cut it). An
-input longer than the context window is refused (400). A request names a prompt; nothing in a request reaches the filesystem.
+input longer than the context window is refused (400). A request names a prompt; nothing in a request reaches
+the filesystem.
 With an API key set, every /v1 call needs `Authorization: Bearer <key>` (the openai client's api_key).
 """
 
