@@ -13,7 +13,8 @@ does. Rows are independent (the padding is masked and the positions come from th
 output is the one it gets alone.
 
 A row stops on its own (EOS, its token limit, the first newline of a task that stops there, or its client gone):
-a stopping criterion marks it done, and from then on Hugging Face feeds it padding while the others go on.
+a stopping criterion marks it done and answers its request at once (a one-word qna answer does not wait for the
+summaries in its batch); from then on Hugging Face feeds it padding while the others go on.
 Finished rows are not removed from the batch and new requests do not join one mid-way (no continuous batching):
 they wait for the next batch. A job with temperature > 0 is decoded alone, seeded first (as generate.py does).
 """
@@ -104,7 +105,9 @@ class _RowWatch(StoppingCriteria):
             # The text before a first newline is final (later tokens only add bytes after it).
             stop = stop or (task.stop_at_newline and "\n" in raw)
             self.done[i] = stop
-            if job.stream and not stop:
+            if stop:  # answered now, not when the batch's longest row ends: its tokens are final
+                _finish(self.engine, job, ids)
+            elif job.stream:
                 _stream(job, _decode(ids, self.engine.tokenizer, eos, task.stop_at_newline))
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
@@ -136,7 +139,8 @@ def decode_batch(engine: Engine, jobs: list[Job]) -> None:
     tok = engine.tokenizer
     batch = {k: v.to(engine.device) for k, v in generation_batch([j.source for j in jobs], tok.pad_token_id).items()}
     kwargs = dict(max_new_tokens=max(j.limit for j in jobs), eos_token_id=tok.eos_token_id)
-    kwargs |= dict(pad_token_id=tok.pad_token_id, stopping_criteria=StoppingCriteriaList([_RowWatch(engine, jobs)]))
+    watch = _RowWatch(engine, jobs)
+    kwargs |= dict(pad_token_id=tok.pad_token_id, stopping_criteria=StoppingCriteriaList([watch]))
     sampling = jobs[0].sampling
     if sampling is not None and not sampling.greedy:
         kwargs |= dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
@@ -145,8 +149,9 @@ def decode_batch(engine: Engine, jobs: list[Job]) -> None:
         kwargs |= dict(do_sample=False, num_beams=1)
     with autocast(engine.device, engine.precision):
         new = engine.multi.generate(batch["input_ids"], batch["attention_mask"], tasks=[j.name for j in jobs], **kwargs)
-    for job, row in zip(jobs, new.tolist(), strict=True):
-        _finish(engine, job, row)
+    for job, row, done in zip(jobs, new.tolist(), watch.done, strict=True):
+        if not done:  # every row stops by its limit at the last step; this is the safety net
+            _finish(engine, job, row)
 
 
 def plan(engine: Engine, jobs: list[Job], max_batch: int) -> list[list[Job]]:
