@@ -144,14 +144,17 @@ def test_sigterm_finishes_the_requests_in_flight_then_exits_0(smoke_overrides, i
         httpx.post(srv.url + "/v1/completions", json=_body(*p), headers=key, timeout=120)
     )
     threads = [threading.Thread(target=send, args=(p,)) for p, _ in sums]
-    for t in threads:
-        t.start()
-    for _ in range(100):  # until the server holds them all (at most 10 s)
-        if httpx.get(srv.url + "/health").json()["in_flight"] == len(sums):
-            break
-        time.sleep(0.1)
-    assert httpx.get(srv.url + "/health").json()["in_flight"] == len(sums)
-    assert srv.stop() == 0, srv.output()
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(100):  # until the server holds them all (at most 10 s)
+            if httpx.get(srv.url + "/health").json()["in_flight"] == len(sums):
+                break
+            time.sleep(0.1)
+        assert httpx.get(srv.url + "/health").json()["in_flight"] == len(sums)
+    finally:
+        status = srv.stop()  # SIGTERM while they wait for their batch
+    assert status == 0, srv.output()
     for t in threads:
         t.join(10)
     assert sorted(r.json()["choices"][0]["text"] for r in replies) == sorted(e for _, e in sums)

@@ -12,8 +12,8 @@ from softprompt.generation import _decode
 
 
 def test_prompt_embeddings_decode_to_our_generation(smoke_overrides, tmp_path):
-    cfg = load_config(smoke_config("qna"), smoke_overrides)
-    records = list(load_raw(cfg, ("validation",), cap_eval=False)["validation"])[:4]
+    cfg = load_config(smoke_config("sum"), smoke_overrides)
+    records = list(load_raw(cfg, ("test",), cap_eval=False)["test"])[:4]
     gen = Generator.load(cfg)
     ours = gen.predict(records)
     eos = gen.tokenizer.eos_token_id
@@ -31,7 +31,7 @@ def test_prompt_embeddings_decode_to_our_generation(smoke_overrides, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records[:2]), encoding="utf-8")
     cli = script_cli("export_embeds.py")
-    assert cli("--config", str(smoke_config("qna")), *sets, "--input", str(src), "--output", str(out)) == 0
+    assert cli("--config", str(smoke_config("sum")), *sets, "--input", str(src), "--output", str(out)) == 0
     rows = [json.loads(l) for l in out.open(encoding="utf-8")]
     first = decode_embeds(rows[0]["prompt_embeds"])
     assert rows[0]["shape"] == list(first.shape) and rows[0]["max_tokens"] == gen.limit(None)
