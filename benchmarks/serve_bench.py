@@ -41,7 +41,8 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         args = [a for name, path in prompts.items() for a in ("--prompt", f"{name}={path}")]
         cmd = [sys.executable, str(ROOT / "scripts/serve.py"), *args, "--port", str(self.port), *flags]
-        self.log = open(log, "w+", encoding="utf-8")
+        self.log_path = Path(log)
+        self.log = open(log, "w", encoding="utf-8")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self.log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -58,9 +59,9 @@ class ServerProcess:
         raise RuntimeError(f"serve.py did not answer within {timeout} s: {self.output()}")
 
     def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def rss_kb(self) -> int:
         """Resident memory of the process (VmRSS), KiB."""
