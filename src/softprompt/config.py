@@ -476,10 +476,13 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[str], path: Path) -> d
         if len(keys) == 1 and keys[0] in ("task", "run_name"):
             raw[keys[0]] = text
             continue
+        if len(keys) == 3 and keys[:2] == ["data", "files"]:
+            raw["data"] = _set_file(raw.get("data"), keys[2], text, item)
+            continue
         if len(keys) != 2 or keys[0] not in _SECTIONS:
             raise ConfigError(
-                f"--set {item!r}: unknown key '{key}'; keys are task, run_name or section.field "
-                f"with section one of {', '.join(_SECTIONS)}"
+                f"--set {item!r}: unknown key '{key}'; keys are task, run_name, section.field "
+                f"with section one of {', '.join(_SECTIONS)}, or data.files.SPLIT"
             )
         section, name = keys
         names = [f.name for f in dataclasses.fields(_SECTIONS[section])]
@@ -495,6 +498,23 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[str], path: Path) -> d
             raw[section] = {}
         raw[section][name] = value
     return raw
+
+
+def _set_file(data: Any, split: str, text: str, item: str) -> dict[str, Any]:
+    """The data section with data.files[split] set from `--set data.files.SPLIT=PATH`.
+
+    A path given on the command line reads from the working directory, as any command-line path does, so it is
+    made absolute here (a config file's own data.files read from the config's folder).
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"--set {item!r}: data.files has no split '{split}'; splits are {_and(SPLITS)}")
+    if not text.strip():
+        raise ConfigError(f"--set {item!r}: give a file path, e.g. --set data.files.{split}=my_{split}.jsonl")
+    data = dict(data) if isinstance(data, dict) else {}
+    files = dict(data["files"]) if isinstance(data.get("files"), dict) else {}
+    files[split] = str(Path(os.path.expanduser(text)).resolve())
+    data["files"] = files
+    return data
 
 
 def _or(words) -> str:

@@ -200,19 +200,24 @@ def _carve(train, cfg: Config, missing: list[str]) -> dict[str, Any]:
     return out
 
 
-def encode_example(record: dict[str, Any], task: Task, tokenizer, budget: int, max_target: int) -> dict[str, Any]:
+def _ids(tokenizer, text: str) -> list[int]:
+    # verbose=False: long sources are expected here and cut below; no "longer than the maximum" warning.
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
+
+
+def encode_source(record: dict[str, Any], task: Task, tokenizer, budget: int) -> tuple[list[int], bool]:
+    """(source ids, whether they were cut): head + body cut to the budget + tail, as training reads it."""
     head, body, tail = task.pieces(record)
-
-    def ids(text: str) -> list[int]:
-        # verbose=False: long sources are expected here and cut below; no "longer than the maximum" warning.
-        return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
-
-    head_ids, body_ids, tail_ids = ids(head), ids(body), ids(tail)
+    head_ids, body_ids, tail_ids = _ids(tokenizer, head), _ids(tokenizer, body), _ids(tokenizer, tail)
     room = budget - len(head_ids) - len(tail_ids)
     source = head_ids + body_ids[: max(room, 0)] + tail_ids
     cut = len(source) > budget or room < len(body_ids)
-    source = source[-budget:]  # only when head + tail alone overflow: keep the question end
-    target = ids(task.target(record))
+    return source[-budget:], cut  # [-budget:] only when head + tail alone overflow: keep the question end
+
+
+def encode_example(record: dict[str, Any], task: Task, tokenizer, budget: int, max_target: int) -> dict[str, Any]:
+    source, cut = encode_source(record, task, tokenizer, budget)
+    target = _ids(tokenizer, task.target(record))
     target_cut = len(target) > max_target - 1
     target = target[: max_target - 1] + [tokenizer.eos_token_id]
     return {"source_ids": source, "target_ids": target, "source_cut": cut, "target_cut": target_cut}
