@@ -14,9 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside scripts/, not installed
 
 from benchmarks.serve_bench import run_serve_bench  # noqa: E402
+from softprompt.cli import run_cli  # noqa: E402
 from softprompt.config import load_config  # noqa: E402
 from softprompt.data import load_raw  # noqa: E402
-from softprompt.errors import run_cli  # noqa: E402
 from softprompt.generate import source_record  # noqa: E402
 
 

@@ -13,9 +13,9 @@ import argparse
 import json
 import sys
 
+from softprompt.cli import run_cli
 from softprompt.config import load_config
 from softprompt.embeds import encode_embeds, prompted_embeddings
-from softprompt.errors import run_cli
 from softprompt.generate import Generator, encode_all, read_inputs
 
 

@@ -15,8 +15,9 @@ import argparse
 import json
 import sys
 
+from softprompt.cli import run_cli
 from softprompt.config import load_config
-from softprompt.errors import SoftPromptError, run_cli
+from softprompt.errors import SoftPromptError
 from softprompt.evaluate import BASELINES
 from softprompt.generate import Generator, Sampling, check_inputs, encode_all, output_record, read_inputs
 

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from softprompt.errors import run_cli
+from softprompt.cli import run_cli
 from softprompt.method_table import SETTINGS, TASKS, compare, write_table
 
 

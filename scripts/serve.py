@@ -12,7 +12,8 @@ then exits 0. Needs pip install -e ".[serve]". docs/serving.md has the API and t
 
 import argparse
 
-from softprompt.errors import SoftPromptError, run_cli
+from softprompt.cli import run_cli
+from softprompt.errors import SoftPromptError
 from softprompt.serving.prompts import prompts_in
 from softprompt.serving.schema import Limits
 from softprompt.serving.server import ServeOptions, serve

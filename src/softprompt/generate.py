@@ -37,9 +37,10 @@ from .data import encode_source, generation_batch, source_budget
 from .devices import autocast, pick_device
 from .errors import SoftPromptError, first_line
 from .evaluate import BASELINES, _prompt_meta, _room_for_prefix, baseline_prefix, resolve_checkpoint, token_limits
-from .generation import DecodeOptions, _decode, predict
+from .generation import DecodeOptions, Unprompted, _decode, predict
 from .hub import context_window
-from .model import SoftPromptModel, build_model
+from .methods import build_for_prompt
+from .model import SoftPromptModel
 from .tasks import Task, record_problem
 
 TEXT_FIELD = "text"
@@ -177,9 +178,9 @@ class Generator:
         if (baseline == "text") != bool((prompt_text or "").strip()):
             raise SoftPromptError("baseline 'text' needs a non-empty prompt text, and a prompt text needs it")
         ckpt = resolve_checkpoint(cfg, checkpoint) if baseline is None else None
-        if ckpt is not None:
-            _prompt_meta(ckpt, cfg)  # a checkpoint of another task fails here, before the model loads
-        model, tokenizer = build_model(cfg.model, seed=cfg.train.seed)
+        meta = _prompt_meta(ckpt, cfg) if ckpt is not None else {}  # another task's checkpoint fails here
+        # The prompt file's method decides the model (a prefix_tuning file needs per-layer keys/values).
+        model, tokenizer = build_for_prompt(cfg.model, meta, seed=cfg.train.seed)
         model.to(pick_device(cfg.train.device, cfg.model.dtype))
         prefix = baseline_prefix(cfg, tokenizer, baseline, prompt_text)
         if ckpt is not None:
@@ -197,6 +198,12 @@ class Generator:
         if max_new_tokens is not None and max_new_tokens < 1:
             raise SoftPromptError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         return token_limits(self.cfg, [[]], max_new_tokens)[0]
+
+    @property
+    def decoder(self) -> SoftPromptModel | Unprompted:
+        """What decodes: the model with its trained prompt, or for a baseline the frozen base alone (the baseline's
+        words are already in front of each source)."""
+        return self.model if self.checkpoint is not None else Unprompted(self.model.base)
 
     def predict(
         self,
@@ -218,9 +225,8 @@ class Generator:
             return []
         if sampling is None or sampling.greedy:
             opts = DecodeOptions(batch_size=batch_size or self.cfg.train.eval_batch_size)
-            use_prompt = self.checkpoint is not None
-            flags = dict(use_prompt=use_prompt, precision=self.cfg.train.precision, progress=progress)
-            return predict(self.model, self.tokenizer, sources, self.task, [limit] * len(sources), opts, **flags)
+            flags = dict(precision=self.cfg.train.precision, progress=progress)
+            return predict(self.decoder, self.tokenizer, sources, self.task, [limit] * len(sources), opts, **flags)
         return [self._sample(s, limit, sampling) for s in sources]
 
     def _sample(self, source: list[int], limit: int, sampling: Sampling) -> str:
@@ -232,10 +238,7 @@ class Generator:
         kwargs |= dict(top_k=0, eos_token_id=eos, pad_token_id=pad)
         torch.manual_seed(sampling.seed)
         with autocast(device, self.cfg.train.precision), torch.no_grad():
-            if self.checkpoint is not None:
-                new = self.model.generate(batch["input_ids"], batch["attention_mask"], **kwargs)
-            else:
-                new = self.model.base.generate(**batch, **kwargs)[:, batch["input_ids"].shape[1] :]
+            new = self.decoder.generate(batch["input_ids"], batch["attention_mask"], **kwargs)
         return _decode(new[0, :limit].tolist(), self.tokenizer, eos, self.task.stop_at_newline)
 
 
