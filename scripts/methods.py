@@ -5,7 +5,8 @@
     nice python scripts/methods.py > results/methods/log.txt 2>&1 &
 
 Writes <out>/table.md, <out>/table.png and <out>/rows.json (rows.json after every row, so a stopped run
-keeps what it measured; `--table-only` rewrites the table from it).
+keeps what it measured; `--table-only` rewrites the table from it, `--remeasure` times its rows again with
+each task's methods back to back, so their ratios do not mix two loads of a shared machine).
 """
 
 import argparse
@@ -13,7 +14,7 @@ import json
 from pathlib import Path
 
 from softprompt.cli import run_cli
-from softprompt.method_table import SETTINGS, TASKS, compare, write_table
+from softprompt.method_table import SETTINGS, TASKS, compare, remeasure, write_table
 
 
 def main(argv=None):
@@ -22,8 +23,11 @@ def main(argv=None):
     parser.add_argument("--task", action="append", choices=TASKS, help="only this task (repeatable)")
     parser.add_argument("--setting", action="append", choices=[s.split()[0] for s in SETTINGS], help="smoke or hard")
     parser.add_argument("--table-only", action="store_true", help="write the table from <out>/rows.json")
+    parser.add_argument("--remeasure", action="store_true", help="time <out>/rows.json's rows again, group by group")
     args = parser.parse_args(argv)
-    if args.table_only:
+    if args.remeasure:
+        remeasure(args.out)
+    elif args.table_only:
         write_table(json.loads((Path(args.out) / "rows.json").read_text()), Path(args.out))
     else:
         settings = [s for s in SETTINGS if args.setting is None or s.split()[0] in args.setting]

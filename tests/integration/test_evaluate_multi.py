@@ -70,7 +70,7 @@ def test_all_tasks_in_one_pass_equal_separate_evaluations(overrides, script, tmp
     # The pass's own rate only: the comparison with separate runs is a benchmark (test_eval_speed_benchmark).
     assert re.fullmatch(rf"speed \| {len(cfgs)} tasks, n={n}, batch {batch} \| one mixed pass [\d.]+ ex/s", lines[-1])
     for task, cfg in cfgs.items():
-        together = json.loads((tmp_path / f"smoke-{task}" / f"{_split(cfg)}-all" / "metrics.json").read_text())
+        together = json.loads((tmp_path / cfg.run_name / f"{_split(cfg)}-all" / "metrics.json").read_text())
         assert _predictions(together) == _predictions(alone[task]), task
         assert together["scores"] == alone[task]["scores"] and together["n"] == alone[task]["n"] > 0
         assert together["checkpoint"] == alone[task]["checkpoint"] and together["decoding"] == alone[task]["decoding"]
@@ -196,4 +196,4 @@ def test_all_tasks_generate_once_in_the_mixed_pass(overrides, tmp_path, monkeypa
     assert list(results) == list(TASK_NAMES) and all(m["n"] == 2 for m in results.values())
     speed = results["qna"]["speed"]
     assert speed["n"] == 2 * len(cfgs) and speed["separate_s"] is None and speed["ratio"] is None
-    assert all((tmp_path / f"smoke-{c.task.name}" / f"{_split(c)}-all" / "metrics.json").is_file() for c in cfgs)
+    assert all((tmp_path / c.run_name / f"{_split(c)}-all" / "metrics.json").is_file() for c in cfgs)
