@@ -391,7 +391,7 @@ def _choose(cfg: Config, prompting: Prompting) -> _Chosen:
     """The checkpoint (or ensemble members) to score and their metadata; a baseline needs none."""
     ckpt = resolve_checkpoint(cfg, prompting.checkpoint) if prompting.kind is PromptKind.TUNED else None
     members = [resolve_prompt_dir(p) for p in prompting.members]
-    metas = [_prompt_meta(p, cfg) for p in ([ckpt] if ckpt is not None else members)]
+    metas = [prompt_meta(p, cfg) for p in ([ckpt] if ckpt is not None else members)]
     return _Chosen(prompting, ckpt, members, metas)
 
 
@@ -510,7 +510,7 @@ def sample_indices(size: int, n: int, seed: int = SAMPLE_SEED) -> list[int]:
 def load_examples(cfg: Config, tokenizer, window: int, prefix_len: int, split: str, limit: int | None, decode):
     """The split's examples (a seeded sample of `limit`), their sources cut to leave room for the prefix."""
     task = cfg.task
-    data_cfg, window = _room_for_prefix(cfg, window, prefix_len)
+    data_cfg, window = room_for_prefix(cfg, window, prefix_len)
     data = load_task_data(data_cfg, tokenizer, window, splits=(split,), cap_eval=False)
     ds = data.splits[split]
     sample = None
@@ -531,7 +531,7 @@ def load_examples(cfg: Config, tokenizer, window: int, prefix_len: int, split: s
     return Examples(cfg, task, split, list(ds), sources, limits, data.source_budget, cut, size, sample, rule)
 
 
-def _room_for_prefix(cfg: Config, window: int, prefix_len: int) -> tuple[Config, int]:
+def room_for_prefix(cfg: Config, window: int, prefix_len: int) -> tuple[Config, int]:
     """(config, window) for tokenising so that a prefix of prefix_len tokens fits where the prompt would.
 
     A prefix no longer than model.prompt_length leaves the sources exactly as
@@ -551,7 +551,7 @@ def _room_for_prefix(cfg: Config, window: int, prefix_len: int) -> tuple[Config,
     return cfg, window - extra
 
 
-def _prompt_meta(ckpt: Path, cfg: Config) -> dict[str, Any]:
+def prompt_meta(ckpt: Path, cfg: Config) -> dict[str, Any]:
     """The prompt's metadata; fails fast on a bad checkpoint or one of another task, before the model loads."""
     _, meta = read_prompt(ckpt)
     if meta.get("task", cfg.task.name) != cfg.task.name:

@@ -36,8 +36,8 @@ from .config import Config
 from .data import encode_source, generation_batch, source_budget
 from .devices import autocast, pick_device
 from .errors import SoftPromptError, first_line
-from .evaluate import BASELINES, _prompt_meta, _room_for_prefix, baseline_prefix, resolve_checkpoint, token_limits
-from .generation import DecodeOptions, Unprompted, _decode, predict
+from .evaluate import BASELINES, baseline_prefix, prompt_meta, resolve_checkpoint, room_for_prefix, token_limits
+from .generation import DecodeOptions, Unprompted, decode_tokens, predict
 from .hub import context_window
 from .methods import build_for_prompt
 from .model import SoftPromptModel
@@ -178,7 +178,7 @@ class Generator:
         if (baseline == "text") != bool((prompt_text or "").strip()):
             raise SoftPromptError("baseline 'text' needs a non-empty prompt text, and a prompt text needs it")
         ckpt = resolve_checkpoint(cfg, checkpoint) if baseline is None else None
-        meta = _prompt_meta(ckpt, cfg) if ckpt is not None else {}  # another task's checkpoint fails here
+        meta = prompt_meta(ckpt, cfg) if ckpt is not None else {}  # another task's checkpoint fails here
         # The prompt file's method decides the model (a prefix_tuning file needs per-layer keys/values).
         model, tokenizer = build_for_prompt(cfg.model, meta, seed=cfg.train.seed)
         model.to(pick_device(cfg.train.device, cfg.model.dtype))
@@ -186,7 +186,7 @@ class Generator:
         if ckpt is not None:
             model.load_prompt(ckpt)
         prefix_len = len(prefix) if baseline is not None else model.prompt_length
-        data_cfg, window = _room_for_prefix(cfg, context_window(model.base), prefix_len)
+        data_cfg, window = room_for_prefix(cfg, context_window(model.base), prefix_len)
         return cls(cfg, model, tokenizer, ckpt, prefix, source_budget(data_cfg, window))
 
     def encode(self, item: Any) -> tuple[list[int], bool]:
@@ -239,7 +239,7 @@ class Generator:
         torch.manual_seed(sampling.seed)
         with autocast(device, self.cfg.train.precision), torch.no_grad():
             new = self.decoder.generate(batch["input_ids"], batch["attention_mask"], **kwargs)
-        return _decode(new[0, :limit].tolist(), self.tokenizer, eos, self.task.stop_at_newline)
+        return decode_tokens(new[0, :limit].tolist(), self.tokenizer, eos, self.task.stop_at_newline)
 
 
 # ------------------------------------------------------------------ files

@@ -112,7 +112,7 @@ def predict(
     model.eval()
     _check_limits(limits, sources)
     batches = share_of([b for b in length_batches(sources, opts.batch_size) if not set(b) <= set(skip)], share)
-    decode = lambda i, row: _decode(row, tokenizer, eos, task.stop_at_newline)  # noqa: E731
+    decode = lambda i, row: decode_tokens(row, tokenizer, eos, task.stop_at_newline)  # noqa: E731
     device = next(model.parameters()).device
     bar = dict(desc=f"generating {task.name}", disable=not progress)
     return _generate_batched(sources, limits, batches, generate, decode, pad, device, precision, on_batch, bar)
@@ -154,7 +154,7 @@ def predict_mixed(
     window, lengths = context_window(model.base), model.lengths[model.task_index([t.name for t in tasks])].tolist()
     room = [window - p - len(s) for p, s in zip(lengths, sources, strict=True)]
     batches = share_of(mixed_batches([len(s) for s in sources], limits, room, opts.batch_size), share)
-    decode = lambda i, row: _decode(row, tokenizer, eos, tasks[i].stop_at_newline)  # noqa: E731
+    decode = lambda i, row: decode_tokens(row, tokenizer, eos, tasks[i].stop_at_newline)  # noqa: E731
     device = model.prompts.device
     bar = dict(desc="generating all tasks", disable=not progress)
     return _generate_batched(sources, limits, batches, generate, decode, pad, device, precision, on_batch, bar)
@@ -219,7 +219,8 @@ def _generate_batched(sources, limits, batches, generate, decode, pad, device, p
     return out
 
 
-def _decode(ids: list[int], tokenizer, eos: int, stop_at_newline: bool) -> str:
+def decode_tokens(ids: list[int], tokenizer, eos: int, stop_at_newline: bool) -> str:
+    """The text of generated token ids: up to the first EOS (and the first newline where the task stops there)."""
     if eos in ids:
         ids = ids[: ids.index(eos)]
     text = tokenizer.decode(ids, skip_special_tokens=True)

@@ -8,7 +8,7 @@ from softprompt.config import load_config
 from softprompt.data import load_raw
 from softprompt.embeds import decode_embeds, encode_embeds, greedy_from_embeds, prompted_embeddings
 from softprompt.generate import Generator
-from softprompt.generation import _decode
+from softprompt.generation import decode_tokens
 
 
 def test_prompt_embeddings_decode_to_our_generation(smoke_overrides, tmp_path):
@@ -23,7 +23,7 @@ def test_prompt_embeddings_decode_to_our_generation(smoke_overrides, tmp_path):
         embeds = decode_embeds(encode_embeds(prompted_embeddings(gen.model, source)))  # through the wire format
         assert embeds.shape == (gen.model.prompt_length + len(source), gen.model.prompt.shape[1])
         new = greedy_from_embeds(gen.model.base, embeds, gen.limit(None), eos)
-        theirs.append(_decode(new, gen.tokenizer, eos, cfg.task.stop_at_newline))
+        theirs.append(decode_tokens(new, gen.tokenizer, eos, cfg.task.stop_at_newline))
     assert theirs == ours and len(set(ours)) > 1
 
     out = tmp_path / "embeds.jsonl"

@@ -34,7 +34,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from ..data import generation_batch
 from ..devices import autocast
 from ..generate import Sampling
-from ..generation import _decode, mixed_batches
+from ..generation import decode_tokens, mixed_batches
 from ..hub import context_window
 
 
@@ -108,7 +108,7 @@ class _RowWatch(StoppingCriteria):
             if stop:  # answered now, not when the batch's longest row ends: its tokens are final
                 _finish(self.engine, job, ids)
             elif job.stream:
-                _stream(job, _decode(ids, self.engine.tokenizer, eos, task.stop_at_newline))
+                _stream(job, decode_tokens(ids, self.engine.tokenizer, eos, task.stop_at_newline))
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -126,7 +126,7 @@ def _finish(engine: Engine, job: Job, ids: list[int]) -> None:
     stopped = eos in ids
     n = ids.index(eos) if stopped else len(ids)
     task = engine.tasks[job.name]
-    text = _decode(ids, engine.tokenizer, eos, task.stop_at_newline)
+    text = decode_tokens(ids, engine.tokenizer, eos, task.stop_at_newline)
     newline = task.stop_at_newline and "\n" in engine.tokenizer.decode(ids[:n], skip_special_tokens=True)
     if job.stream and text.startswith(job.sent) and len(text) > len(job.sent):
         job.listener(Delta(text[len(job.sent) :]))
