@@ -81,3 +81,12 @@ def test_find_cycle_finds_a_hidden_circle():
 def test_no_import_circle_in_src():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+LEAVES = ("errors", "files", "metrics", "testing", "distributed")
+"""Modules everything may use and that use nothing of the package (docs/architecture.md)."""
+
+
+def test_the_leaves_import_nothing_from_the_package():
+    graph = import_graph()
+    assert {leaf: graph[f"softprompt.{leaf}"] for leaf in LEAVES} == {leaf: set() for leaf in LEAVES}
