@@ -17,15 +17,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
-
-import extra_task
-from softprompt import tasks
-
+# Before anything imports huggingface_hub or datasets: they read these once, at import.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+import extra_task  # noqa: E402
+from softprompt import tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA_TASK = extra_task.VARIABLE

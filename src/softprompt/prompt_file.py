@@ -43,7 +43,7 @@ def read_prompt(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     directory = Path(directory)
     if not directory.is_dir():
         raise SoftPromptError(f"{directory}: prompt/checkpoint directory not found")
-    tensor_path, meta_path = directory / PROMPT_FILE, directory / PROMPT_META
+    tensor_path = directory / PROMPT_FILE
     if not tensor_path.is_file():
         if (directory / ADAPTER_CONFIG).is_file():
             return read_peft_adapter(directory)
@@ -52,12 +52,7 @@ def read_prompt(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
         tensors = load_file(str(tensor_path))
     except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
         raise SoftPromptError(f"{tensor_path}: not a readable safetensors file ({err})") from err
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise SoftPromptError(f"{meta_path}: not valid JSON ({err})") from err
+    meta = read_prompt_meta(directory)
     if isinstance(meta, dict) and meta.get("method") == "prefix_tuning":
         prefix = tensors.get(PREFIX_KEY)
         if prefix is None or prefix.dim() != 5 or prefix.shape[1] != 2:
@@ -72,6 +67,18 @@ def read_prompt(directory: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
 
 PEFT_TYPES = {"PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning", "PREFIX_TUNING": "prefix_tuning"}
 """PEFT's adapter types that read as our prompts, and our method for each."""
+
+
+def read_prompt_meta(directory: str | Path) -> dict[str, Any]:
+    """prompt.json of a prompt folder ({} when it has none), without reading the tensor: what a caller checks
+    (the method, the task) before it loads anything."""
+    meta_path = Path(directory) / PROMPT_META
+    if not meta_path.is_file():
+        return {}
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SoftPromptError(f"{meta_path}: not valid JSON ({err})") from err
 
 
 def unflatten(flat: torch.Tensor, layout: tuple[int, int, int]) -> torch.Tensor:

@@ -14,6 +14,7 @@ from softprompt.config import ModelConfig, Precision, load_config
 from softprompt.devices import autocast
 from softprompt.errors import SoftPromptError
 from softprompt.hub import load_base
+from softprompt.methods import build_for_training
 from softprompt.model import SoftPromptModel, build_model
 from softprompt.peft_compat import ADAPTER_WEIGHTS, export_peft
 from softprompt.train import train
@@ -49,12 +50,12 @@ def bf16_run(tmp_path_factory):
     built = []
 
     def spy(*args, **kwargs):
-        built.append(build_model(*args, **kwargs))
+        built.append(build_for_training(*args, **kwargs))
         return built[-1]
 
     out = tmp_path_factory.mktemp("bf16-base")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(TRAIN, "build_model", spy)
+        mp.setattr(TRAIN, "build_for_training", spy)
         losses = _train(out)
     return out / "smoke-sum", losses, built[0][0]
 
@@ -153,8 +154,8 @@ def test_fp16_storage_that_resolves_to_the_cpu_stops_training_and_evaluation_bef
     def loaded(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(TRAIN, "build_model", loaded)
-    monkeypatch.setattr(EVALUATE, "build_model", loaded)
+    monkeypatch.setattr(TRAIN, "build_for_training", loaded)
+    monkeypatch.setattr(EVALUATE, "build_for_prompt", loaded)
     sets = ["--set", "model.dtype=fp16", "--set", f"train.output_dir={tmp_path}"]
     evaluate = ["--baseline", "none", "--results-dir", str(tmp_path)]  # a baseline: no checkpoint to find first
     for script, extra in ((script_cli("train.py"), []), (evaluate_script, evaluate)):

@@ -11,7 +11,7 @@ from conftest import TASK_NAMES, script_cli, smoke_config
 from softprompt.config import load_config
 from softprompt.data import load_raw
 from softprompt.errors import ConfigError, SoftPromptError
-from softprompt.evaluate import evaluate
+from softprompt.evaluate import Prompting, evaluate
 from softprompt.generate import Generator, Sampling, as_record, source_fields
 from softprompt.tasks import get_task
 
@@ -44,7 +44,7 @@ def test_generate_gives_evaluations_prediction_for_each_record(task, smoke_overr
 
 def test_a_baseline_gives_evaluations_baseline_prediction(smoke_overrides, tmp_path):
     cfg = _cfg("sum", smoke_overrides)
-    metrics = evaluate(cfg, baseline="hard", results_dir=tmp_path, progress=False)
+    metrics = evaluate(cfg, Prompting.baseline("hard"), results_dir=tmp_path, progress=False)
     rows = [json.loads(l) for l in (Path(metrics["results_dir"]) / "predictions.jsonl").open()]
     gen = Generator.load(cfg, baseline="hard")
     assert gen.predict(_split_records(cfg, metrics["split"])) == [r["prediction"] for r in rows]

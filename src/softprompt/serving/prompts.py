@@ -32,6 +32,7 @@ from ..generate import source_fields
 from ..hub import context_window, load_base
 from ..model import PROMPT_FILE, read_prompt, same_base
 from ..multi import MultiPromptModel
+from ..prompt_file import read_prompt_meta
 
 SERVED_METHODS = ("prompt_tuning", "p_tuning")
 """Methods whose prompt file is one [P, H] tensor put before the input embeddings: they share mixed batches."""
@@ -93,13 +94,13 @@ def _read_checkpoint(name: str, path: str | Path) -> ServedPrompt:
         cfg = config_from_dict(recorded, source=ckpt / STATE_META)
     except (KeyError, TypeError) as err:
         raise SoftPromptError(f"{where}: {STATE_META} records no config") from err
-    prompt, meta = read_prompt(ckpt)
-    method = str(meta.get("method", "prompt_tuning"))
+    method = str(read_prompt_meta(ckpt).get("method", "prompt_tuning"))  # before the tensor: its shape is the method's
     if method not in SERVED_METHODS:
         raise SoftPromptError(
             f"{where}: method {method} is not served (only {', '.join(SERVED_METHODS)}: their prompts share a "
             "mixed batch); evaluate it with scripts/evaluate.py"
         )
+    prompt, meta = read_prompt(ckpt)
     if meta.get("task", cfg.task.name) != cfg.task.name:
         raise SoftPromptError(f"{where}: prompt.json says task '{meta['task']}', its config '{cfg.task.name}'")
     if prompt.shape[0] != cfg.model.prompt_length:
