@@ -124,6 +124,14 @@ def jsonl(path: Path, *records) -> Path:
     return write(path, "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
 
 
+def quotient_of_rounded(value: float, top: float, bottom: float, places: int = 3) -> bool:
+    """Whether `value` (rounded to `places`) can be top / bottom, when top and bottom were rounded to `places` too
+    (a rate from a few milliseconds can be 2% off the quotient of its rounded parts)."""
+    half = 0.5 * 10**-places
+    low, high = (top - half) / (bottom + half), (top + half) / max(bottom - half, 1e-12)
+    return low - half <= value <= high + half
+
+
 def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300, nproc: int = 1):
     """Run scripts/<script> in a subprocess; returns CompletedProcess with text output.
 

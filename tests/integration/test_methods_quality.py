@@ -10,7 +10,7 @@ all, or the init words as text), so they are scored once per task.
 import pytest
 
 from softprompt.config import load_config
-from softprompt.evaluate import evaluate
+from softprompt.evaluate import Prompting, evaluate
 from softprompt.tasks import get_task
 from softprompt.train import train
 
@@ -32,7 +32,8 @@ def baselines(tmp_path_factory):
     for task in TASKS:
         cfg = load_config(f"configs/smoke/{task}.yaml", SHORT)
         result[task] = {
-            b: score(evaluate(cfg, baseline=b, limit=LIMIT, results_dir=out, progress=False)) for b in ("none", "hard")
+            b: score(evaluate(cfg, Prompting.baseline(b), limit=LIMIT, results_dir=out, progress=False))
+            for b in ("none", "hard")
         }
     return result
 
