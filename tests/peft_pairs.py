@@ -25,7 +25,7 @@ PAIRS = [
 
 
 def tiny_llama():
-    """(tiny random Llama with grouped-query attention, the built-in tokenizer), as tests/test_families.py."""
+    """(tiny random Llama with grouped-query attention, the built-in tokenizer), as tests/unit/test_families.py."""
     tokenizer = AutoTokenizer.from_pretrained(builtin_path("builtin:tiny-gpt2"))
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -1,5 +1,5 @@
-"""p_tuning and prefix_tuning must learn too: on builtin:tiny-tasks each beats both baselines by tests/test_quality.py's
-margins, on all three tasks.
+"""p_tuning and prefix_tuning must learn too: on builtin:tiny-tasks each beats both baselines by the margins of
+tests/integration/test_quality.py, on all three tasks.
 
 Each (method, task) trains the smoke config with only `--set prompt.method=...` and a shorter run (the first
 640 training examples, one epoch: 40 optimizer steps, where prompt tuning's smoke run takes 375), then
@@ -18,7 +18,7 @@ TASKS = ("qna", "sum", "tx")
 METHODS = ("p_tuning", "prefix_tuning")
 SHORT = ["model.init=text", "data.max_train_examples=640", "train.epochs=1", "train.save_every=1"]
 LIMIT = 50
-MARGIN = 80  # as tests/test_quality.py asks of prompt tuning: points above the better baseline
+MARGIN = 80  # as tests/integration/test_quality.py asks of prompt tuning: points above the better baseline
 
 
 def score(metrics):
