@@ -169,7 +169,6 @@ def free_port() -> int:
 
 def script_cli(script: str):
     """scripts/<script>'s main, run in process: the returned function takes its arguments, returns its exit status."""
-
     from softprompt.cli import run_cli
 
     spec = importlib.util.spec_from_file_location(Path(script).stem + "_script", ROOT / "scripts" / script)
