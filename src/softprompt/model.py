@@ -167,14 +167,20 @@ class SoftPromptModel(nn.Module):
                 f"{directory}: the prompt has hidden size {prompt.shape[1]} "
                 f"(base {meta.get('base_model', '?')}) but this model's is {hidden}"
             )
-        if check_base and meta.get("base_model") and self.base_id and not same_base(meta["base_model"], self.base_id):
-            raise SoftPromptError(
-                f"{directory}: the prompt was trained on base model '{meta['base_model']}', not '{self.base_id}' "
-                "(load it onto the model it was trained with)"
-            )
+        if check_base:
+            check_trained_base(directory, meta, self.base_id)
         with torch.no_grad():
             self.prompt.data = prompt.to(self.prompt.device, torch.float32)
         return meta
+
+
+def check_trained_base(directory, meta: dict[str, Any], base_id: str | None) -> None:
+    """Refuse a prompt trained on another base than `base_id` (when both are known), naming both."""
+    if meta.get("base_model") and base_id and not same_base(meta["base_model"], base_id):
+        raise SoftPromptError(
+            f"{directory}: the prompt was trained on base model '{meta['base_model']}', not '{base_id}' "
+            "(load it onto the model it was trained with)"
+        )
 
 
 def same_base(a: str, b: str) -> bool:

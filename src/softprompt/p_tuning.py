@@ -22,9 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import SoftPromptError
 from .model import SoftPromptModel
-from .prompt_encoders import PromptEncoder
+from .prompt_encoders import PromptEncoder, encoder_state, load_encoder_state
 
 
 class PTuningModel(SoftPromptModel):
@@ -52,17 +51,16 @@ class PTuningModel(SoftPromptModel):
             return self.prompt_vectors().detach().float()
 
     def training_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach() for k, v in self.encoder.state_dict().items()}
+        return encoder_state(self.encoder)
 
     def load_training_state(self, tensors: dict[str, torch.Tensor], where: str) -> None:
-        own = self.encoder.state_dict()
-        if set(tensors) != set(own) or any(tensors[k].shape != own[k].shape for k in own):
-            raise SoftPromptError(
-                f"{where}: its encoder weights do not fit this run's p_tuning encoder "
-                f"(prompt.encoder {self.encoder.kind.value}, prompt.encoder_hidden_size); resume with the config "
-                "it was trained with"
-            )
-        self.encoder.load_state_dict({k: v.to(own[k].device) for k, v in tensors.items()})
+        load_encoder_state(
+            self.encoder,
+            tensors,
+            f"{where}: its encoder weights do not fit this run's p_tuning encoder "
+            f"(prompt.encoder {self.encoder.kind.value}, prompt.encoder_hidden_size); resume with the config "
+            "it was trained with",
+        )
         self.fixed = False
 
     def save_prompt(self, directory: str | Path, **metadata: Any) -> None:

@@ -43,8 +43,8 @@ from transformers import DynamicCache
 
 from .config import ModelConfig, PromptConfig, PromptInit
 from .errors import SoftPromptError
-from .model import SoftPromptModel, SoftPromptOutput, init_prompt, same_base
-from .prompt_encoders import PrefixEncoder
+from .model import SoftPromptModel, SoftPromptOutput, check_trained_base, init_prompt
+from .prompt_encoders import PrefixEncoder, encoder_state, load_encoder_state
 from .prompt_file import PREFIX_KEY, PROMPT_FILE, PROMPT_META, flatten, read_prompt, unflatten
 from .surgery import model_type
 
@@ -105,16 +105,15 @@ class PrefixModel(SoftPromptModel):
             return self.prefix().detach().float()
 
     def training_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach() for k, v in self.encoder.state_dict().items()}
+        return encoder_state(self.encoder)
 
     def load_training_state(self, tensors: dict[str, torch.Tensor], where: str) -> None:
-        own = self.encoder.state_dict()
-        if set(tensors) != set(own) or any(tensors[k].shape != own[k].shape for k in own):
-            raise SoftPromptError(
-                f"{where}: its prefix encoder weights do not fit this run's (prompt.prefix_projection, "
-                "prompt.encoder_hidden_size, model.prompt_length); resume with the config it was trained with"
-            )
-        self.encoder.load_state_dict({k: v.to(own[k].device) for k, v in tensors.items()})
+        load_encoder_state(
+            self.encoder,
+            tensors,
+            f"{where}: its prefix encoder weights do not fit this run's (prompt.prefix_projection, "
+            "prompt.encoder_hidden_size, model.prompt_length); resume with the config it was trained with",
+        )
         self.fixed = False
 
     def cache(self, batch: int, dtype: torch.dtype, prefix: torch.Tensor | None = None) -> DynamicCache:
@@ -201,11 +200,8 @@ class PrefixModel(SoftPromptModel):
                 f"{directory}: the prefix has shape {list(prefix.shape)} (base {meta.get('base_model', '?')}) but "
                 f"this model takes [{', '.join(map(str, self.prompt.shape[:3]))}, P, {self.prompt.shape[4]}]"
             )
-        if check_base and meta.get("base_model") and self.base_id and not same_base(meta["base_model"], self.base_id):
-            raise SoftPromptError(
-                f"{directory}: the prompt was trained on base model '{meta['base_model']}', not '{self.base_id}' "
-                "(load it onto the model it was trained with)"
-            )
+        if check_base:
+            check_trained_base(directory, meta, self.base_id)
         with torch.no_grad():
             self.prompt.data = prefix.to(self.prompt.device, torch.float32)
         self.fixed = True

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .config import Encoder
+from .errors import SoftPromptError
 
 LSTM_LAYERS = 2
 """PEFT's default encoder_num_layers (its MLP ignores the setting; its LSTM uses it); dropout 0, its default."""
@@ -80,3 +81,16 @@ class PrefixEncoder(nn.Module):
     def forward(self) -> torch.Tensor:
         x = self.embedding.weight
         return self.transform(x) if self.projection else x
+
+
+def encoder_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """An encoder's weights for trainer_state (resume needs them; inference needs only its output)."""
+    return {k: v.detach() for k, v in encoder.state_dict().items()}
+
+
+def load_encoder_state(encoder: nn.Module, tensors: dict[str, torch.Tensor], mismatch: str) -> None:
+    """Load encoder weights from a checkpoint, refusing with `mismatch` when names or shapes differ."""
+    own = encoder.state_dict()
+    if set(tensors) != set(own) or any(tensors[k].shape != own[k].shape for k in own):
+        raise SoftPromptError(mismatch)
+    encoder.load_state_dict({k: v.to(own[k].device) for k, v in tensors.items()})
