@@ -13,6 +13,8 @@ TASK_NAMES runs on it. Tests find a task's smoke config with `smoke_config(task)
 import importlib.util
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +158,28 @@ def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = Non
         text=True,
         timeout=timeout,
     )
+
+
+def train_until_killed(args: list[str], pattern: str, env: dict | None = None, timeout: int = 60) -> str:
+    """Start scripts/train.py with `args`, SIGKILL it once an output line matches `pattern`; returns the output so
+    far (the run must still be going at that point)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if re.search(pattern, line):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.stdout.close()
+    assert proc.wait(timeout=timeout) == -signal.SIGKILL, "the run ended before the kill point:\n" + "".join(seen)
+    return "".join(seen)
 
 
 def free_port() -> int:

@@ -8,16 +8,12 @@ checkpoint is evaluated (scripts/evaluate.py, and --baseline), and resumed under
 """
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 
 import pytest
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, train_until_killed
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
 from softprompt.train import train as train_in_process
@@ -46,26 +42,6 @@ def args(out, sets):
     return ["--config", str(CONFIG), "--quiet", *flat, "--results-dir", str(out / "results")]
 
 
-def train_until_killed(out, sets, pattern):
-    """scripts/train.py, SIGKILLed once an output line matches `pattern`."""
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *args(out, sets)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if re.search(pattern, line):
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.stdout.close()
-    assert proc.wait(timeout=120) == -signal.SIGKILL, "the run ended before the kill point:\n" + "".join(seen)
-
-
 def train_here(out, sets, resume=False):
     cfg = load_config(CONFIG, [*SETS, *sets, f"train.output_dir={out}"])
     return train_in_process(cfg, resume=resume, quiet=True, echo=lambda line: None, results_dir=None)
@@ -77,7 +53,8 @@ def test_kill_mid_epoch_then_resume_gives_the_same_prompt_bytes(method, tmp_path
     sets = METHODS[method]
     reference = train_here(tmp_path / "reference", sets) / "epoch_004"
     out = tmp_path / "killed"
-    train_until_killed(out, sets, r"^Epoch: 1 \| Step: 4 \|")  # mid-epoch 2: its step-2 checkpoint is the newest
+    # Killed in mid-epoch 2: its step-2 checkpoint is the newest.
+    train_until_killed(args(out, sets), r"^Epoch: 1 \| Step: 4 \|", timeout=120)
     done = run_script("train.py", *args(out, sets), "--resume")
     assert done.returncode == 0, done.stderr
     assert "Resuming from" in done.stdout

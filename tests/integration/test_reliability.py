@@ -12,18 +12,15 @@ counted afresh by each training run.
 import contextlib
 import io
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_script
+from conftest import train_until_killed as kill_at
 from softprompt.checkpoint import latest_checkpoint, verify
 from softprompt.config import load_config
 from softprompt.errors import SoftPromptError
@@ -49,33 +46,9 @@ def train(out, *extra, env=None):
 
 
 def train_until_killed(out, pattern, *extra, env=None):
-    """Start scripts/train.py, SIGKILL it once an output line matches `pattern`; returns the output so far."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "train.py"),
-            *ARGS,
-            "--set",
-            f"train.output_dir={out}",
-            "--results-dir",
-            str(out / "results"),
-            *extra,
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if re.search(pattern, line):
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.stdout.close()
-    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before the kill point:\n" + "".join(seen)
-    return "".join(seen)
+    """The smoke run in `out`, SIGKILLed once an output line matches `pattern`; returns the output so far."""
+    args = [*ARGS, "--set", f"train.output_dir={out}", "--results-dir", str(out / "results"), *extra]
+    return kill_at(args, pattern, env=env)
 
 
 def train_here(out, *overrides, resume=False, overwrite=False):
