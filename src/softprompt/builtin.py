@@ -35,9 +35,14 @@ from .errors import SoftPromptError
 from .files import sha256
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = ("tiny-gpt2", "tiny-tasks")
-SHIPPED = ("tiny-tasks",)
+SIZES = {"300k": (4, 64), "1m": (4, 128), "5m": (6, 256)}
+"""The tiny-tasks family: (n_layer, n_embd) per size, named by parameter count; one recipe otherwise."""
+FAMILY = {size: "tiny-tasks" if size == "1m" else f"tiny-tasks-{size}" for size in SIZES}
+"""The folder under models/ of each size: 1m is builtin:tiny-tasks itself (builtin:tiny-tasks-1m names it too)."""
+ALIASES = {"tiny-tasks-1m": "tiny-tasks"}
+SHIPPED = tuple(FAMILY.values())
 """Built-ins that ship in the repository (models/<name>/) rather than being built on first use."""
+BUILTIN_MODELS = ("tiny-gpt2", *SHIPPED, *ALIASES)
 MANIFEST = "manifest.json"
 """A shipped model's manifest: its recipe, accuracy and the SHA-256 of its weights (written by pretrain.py)."""
 WEIGHTS = "model.safetensors"
@@ -58,9 +63,11 @@ def shipped_path(name: str) -> Path:
     folder = models_dir() / name
     manifest = folder / MANIFEST
     if not manifest.is_file():
+        size = next(s for s, n in FAMILY.items() if n == name)
         raise SoftPromptError(
-            f"{BUILTIN_PREFIX}{name} ships in the repository under {folder}, which is missing; "
-            "install softprompt from a clone of the repository (pip install -e .)"
+            f"{BUILTIN_PREFIX}{name} is not built: {manifest} is missing; build it with "
+            f"`python scripts/build_builtin.py --size {size}` (docs/builtin-model.md), or install softprompt "
+            "from a clone of the repository (pip install -e .)"
         )
     expected = json.loads(manifest.read_text(encoding="utf-8"))["sha256"][WEIGHTS]
     if not (folder / WEIGHTS).is_file() or sha256(folder / WEIGHTS) != expected:
@@ -94,6 +101,7 @@ def builtin_name(path: str) -> str | None:
 def builtin_path(name_or_path: str) -> Path:
     """The local directory holding a built-in model, building it if needed."""
     name = name_or_path[len(BUILTIN_PREFIX) :]
+    name = ALIASES.get(name, name)
     if name not in BUILTIN_MODELS:
         raise SoftPromptError(
             f"model.name_or_path '{name_or_path}': unknown built-in model; built-ins are "

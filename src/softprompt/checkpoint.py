@@ -48,6 +48,7 @@ from .config import Config
 from .errors import SoftPromptError, first_line
 from .files import fsync, sha256, write_text_atomic
 from .model import PROMPT_FILE, PROMPT_META, SoftPromptModel, read_prompt
+from .optim_state import load_optimizer_tensors, optimizer_tensors
 
 STATE_FILE = "trainer_state.safetensors"
 STATE_META = "trainer_state.json"
@@ -145,12 +146,12 @@ def _write_state(tmp: Path, optimizer, where: dict, config: dict, more: dict, tr
     """The optimizer tensors, the method's own training state (`trainable.*`: p_tuning's and prefix_tuning's
     encoder weights; none for prompt tuning) and trainer_state.json (position, config, SHA-256s, `more`)
     into tmp, flushed."""
-    tensors, optim_meta = _optimizer_tensors(optimizer)
+    tensors, groups = optimizer_tensors(optimizer)
     tensors |= {f"{TRAINABLE}{k}": v.detach().float().cpu() for k, v in trainable.items()}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATE_FILE))
     testing.point("checkpoint")
     sums = {name: sha256(tmp / name) for name in HASHED}
-    meta = {**where, "optimizer": optim_meta, "config": config, "sha256": sums, **more}
+    meta = {**where, "optimizer": {"param_groups": groups}, "config": config, "sha256": sums, **more}
     (tmp / STATE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     for f in tmp.iterdir():
         fsync(f)
@@ -175,15 +176,6 @@ def _publish(run_dir: Path, tmp: Path, final: Path) -> None:
     for old in checkpoints(run_dir):
         if position(old)[1] and position(old) < here:  # a mid-epoch checkpoint this one supersedes
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    state = optimizer.state_dict()
-    tensors = {}
-    for pid, pstate in state["state"].items():
-        for key, value in pstate.items():
-            tensors[f"optim.{pid}.{key}"] = value.detach().cpu() if torch.is_tensor(value) else torch.tensor(value)
-    return tensors, {"param_groups": state["param_groups"]}
 
 
 def verify(ckpt: Path) -> str | None:
@@ -301,13 +293,8 @@ def load_trainer_state(
     tensors = load_file(str(ckpt / STATE_FILE))
     trainable = {k.removeprefix(TRAINABLE): v for k, v in tensors.items() if k.startswith(TRAINABLE)}
     model.load_training_state(trainable, str(ckpt / STATE_FILE))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+        load_optimizer_tensors(optimizer, tensors, meta["optimizer"]["param_groups"])
     except (ValueError, KeyError) as err:
         raise SoftPromptError(f"{ckpt}: optimizer state does not fit this run ({err})") from err
     if scaler is not None and scaler.is_enabled() and meta.get("grad_scaler"):

@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from . import synthetic
-from .builtin import MANIFEST, WEIGHTS, record_strings
+from . import pretrain_state, synthetic
+from .builtin import MANIFEST, SIZES, WEIGHTS, record_strings
 from .data import encode_example, generation_batch, training_batch
 from .files import sha256
 from .surgery import fuse_gelu
@@ -73,6 +73,12 @@ class Recipe:
 
     def __post_init__(self):  # read back from a manifest's JSON, the weights are lists
         object.__setattr__(self, "task_weights", tuple((t, float(w)) for t, w in self.task_weights))
+
+    @classmethod
+    def for_size(cls, size: str, **overrides) -> Recipe:
+        """The recipe of one size of the family (builtin.SIZES): only n_layer and n_embd differ."""
+        n_layer, n_embd = SIZES[size]
+        return cls(n_layer=n_layer, n_embd=n_embd, **overrides)
 
 
 # ---------------------------------------------------------------- tokenizer and model
@@ -171,17 +177,37 @@ def lr_at(step: int, r: Recipe) -> float:
 # ---------------------------------------------------------------- training and accuracy
 
 
-def pretrain(recipe: Recipe, steps: int | None = None, log: Callable[[str], None] = print):
+def pretrain(
+    recipe: Recipe,
+    steps: int | None = None,
+    log: Callable[[str], None] = print,
+    state_dir: Path | None = None,
+    save_every: int = 500,
+):
     """(model, tokenizer, losses): the recipe run for `steps` (default recipe.steps) optimizer steps."""
+    return timed_pretrain(recipe, steps, log, state_dir, save_every)[:3]
+
+
+def timed_pretrain(recipe: Recipe, steps, log, state_dir, save_every):
+    """pretrain's (model, tokenizer, losses) and the seconds it trained, counting those before a resume.
+
+    With `state_dir`, the run's whole state (weights, AdamW moments, the mixture's RNG, the losses so far) is
+    saved there every `save_every` steps, and a run started with a state_dir that holds one goes on from it:
+    the result is the same, byte for byte, as one uninterrupted run.
+    """
     torch.set_num_threads(recipe.threads)
     tokenizer = train_tokenizer(recipe)
     model = new_model(recipe, tokenizer)
     fuse_gelu(model)  # the fused GELU that prompt tuning runs by default; the saved config stays gelu_new
     mixture = Mixture(tokenizer, recipe.seed, recipe)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    losses, seconds = [], 0.0
+    if state_dir is not None and pretrain_state.saved(state_dir):
+        losses, seconds = pretrain_state.load(state_dir, recipe, model, opt, mixture.rng)
+        log(f"resumed from {state_dir} at step {len(losses)}")
     model.train()
-    losses, started = [], time.time()
-    for step in range(recipe.steps if steps is None else steps):
+    started = time.time() - seconds
+    for step in range(len(losses), recipe.steps if steps is None else steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
         batch = training_batch([mixture.draw()[0] for _ in range(recipe.batch_size)], tokenizer.eos_token_id)
@@ -194,8 +220,10 @@ def pretrain(recipe: Recipe, steps: int | None = None, log: Callable[[str], None
         if (step + 1) % 100 == 0:
             recent = sum(losses[-100:]) / 100
             log(f"step {step + 1} | loss {recent:.4f} | lr {lr_at(step, recipe):.2e} | {time.time() - started:.0f}s")
+        if state_dir is not None and (step + 1) % save_every == 0:
+            pretrain_state.save(state_dir, recipe, model, opt, mixture.rng, losses, time.time() - started)
     model.eval()
-    return model, tokenizer, losses
+    return model, tokenizer, losses, time.time() - started
 
 
 def target_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -238,10 +266,21 @@ def behaviour_accuracy(model, tokenizer, recipe: Recipe, seed: int = 99) -> dict
     return out
 
 
-def build(out_dir: str | Path, recipe: Recipe, command: str, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Pretrain, measure, and save model, tokenizer and manifest into out_dir; returns the manifest."""
+def build(
+    out_dir: str | Path,
+    recipe: Recipe,
+    command: str,
+    log: Callable[[str], None] = print,
+    state_dir: Path | None = None,
+    save_every: int = 500,
+) -> dict[str, Any]:
+    """Pretrain, measure, and save model, tokenizer and manifest into out_dir; returns the manifest.
+
+    With `state_dir` the pretraining saves its state there every `save_every` steps and the same call after a
+    kill goes on from the last one (see `pretrain`); the manifest's seconds count every session's.
+    """
+    model, tokenizer, losses, pretrain_s = timed_pretrain(recipe, None, log, state_dir, save_every)
     started = time.time()
-    model, tokenizer, losses = pretrain(recipe, log=log)
     accuracy = behaviour_accuracy(model, tokenizer, recipe)
     log(f"accuracy: {accuracy}")
     out = Path(out_dir)
@@ -268,7 +307,8 @@ def build(out_dir: str | Path, recipe: Recipe, command: str, log: Callable[[str]
         "accuracy_percent": accuracy,
         "first_losses": losses[:10],
         "loss_every_100": [round(sum(losses[i : i + 100]) / 100, 4) for i in range(0, len(losses), 100)],
-        "wall_seconds": round(time.time() - started),
+        "wall_seconds": round(pretrain_s + time.time() - started),
+        "pretrain_seconds": round(pretrain_s),
         "torch": torch.__version__,
         "command": command,
     }

@@ -39,12 +39,33 @@ def test_a_damaged_weights_file_is_one_clear_error(tmp_path, monkeypatch):
         load_base(ModelConfig(name_or_path="builtin:tiny-tasks"))
 
 
-def test_the_recipe_reproduces_the_manifest_losses():
+@pytest.mark.parametrize("size", sorted(builtin.SIZES))
+def test_the_recipe_reproduces_the_manifest_losses(size):
     # Same recipe, seeds and thread count: the first steps' losses are those the shipped build logged.
-    manifest = json.loads((FOLDER / MANIFEST).read_text())
+    folder = ROOT / "models" / builtin.FAMILY[size]
+    if not (folder / MANIFEST).is_file():
+        pytest.skip(f"{folder} is not built yet (scripts/build_builtin.py --size {size})")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert Recipe(**manifest["recipe"]) == Recipe.for_size(size)
     threads = torch.get_num_threads()
     try:
         _, _, losses = pretrain(Recipe(**manifest["recipe"]), steps=len(manifest["first_losses"]), log=lambda m: None)
     finally:
         torch.set_num_threads(threads)
     assert losses == pytest.approx(manifest["first_losses"], rel=1e-6, abs=0)
+
+
+def test_a_pretraining_state_of_another_recipe_is_refused(tmp_path):
+    recipe = Recipe(n_layer=2, n_embd=32, steps=2, batch_size=2, warmup_steps=1)
+    pretrain(recipe, log=lambda m: None, state_dir=tmp_path / "state", save_every=2)
+    with pytest.raises(SoftPromptError, match=r"state.json was saved by another recipe \(differs in n_embd\)"):
+        pretrain(Recipe(n_layer=2, n_embd=16, steps=2, batch_size=2, warmup_steps=1), state_dir=tmp_path / "state")
+
+
+def test_the_family_names_its_sizes_and_says_how_to_build_a_missing_one(tmp_path, monkeypatch):
+    assert builtin.builtin_path("builtin:tiny-tasks-1m") == builtin.builtin_path("builtin:tiny-tasks")
+    with pytest.raises(SoftPromptError, match=r"unknown built-in model; built-ins are .*builtin:tiny-tasks-300k"):
+        builtin.builtin_path("builtin:tiny-tasks-7m")
+    monkeypatch.setattr(builtin, "models_dir", lambda: tmp_path)
+    with pytest.raises(SoftPromptError, match=r"tiny-tasks-5m is not built: .*build_builtin.py --size 5m"):
+        builtin.builtin_path("builtin:tiny-tasks-5m")
